@@ -252,9 +252,11 @@ class Inception(nn.Module):
                        f'raise image_size')
     conv_def = functools.partial(nn.Conv, dtype=self.dtype,
                           kernel_init=_CONV_INITS[self.conv_init])
+    # Two-pass batch variance, as TensorFlow and PyTorch compute it in training.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                      use_scale=self.bn_scale, dtype=self.dtype)
+                      use_scale=self.bn_scale, dtype=self.dtype,
+                      use_fast_variance=False)
     conv_bn = functools.partial(layers.ConvBN, conv=conv_def, norm=norm)
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               kernel_init=nn.initializers.xavier_uniform())
