@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from inception import blocks
 from inception import layers
 from inception import models
@@ -352,3 +353,17 @@ def test_kernel_orientation_follows_slim():
   assert params['mixed_6b']['branch1_conv2']['conv']['kernel'].shape[:2] == (7, 1)
   assert params['mixed_7b']['branch1_conv1a']['conv']['kernel'].shape[:2] == (1, 3)
   assert params['mixed_7b']['branch1_conv1b']['conv']['kernel'].shape[:2] == (3, 1)
+
+
+def test_config_overrides_reach_the_module():
+  config = default.get_config()
+  config.model = 'inception_resnet_v2'
+  config.dtype = 'bfloat16'
+  config.model_overrides.residual_scales = (0.3, 0.2, 0.1)
+  config.model_overrides.repeats = (2, 2, 2)
+  model = models.create_model_from_config(config, num_classes=10)
+  assert model.residual_scales == (0.3, 0.2, 0.1)
+  assert model.dtype == jnp.bfloat16 and model.num_classes == 10
+  assert model.dropout_rate == 0.2 and model.bn_momentum == 0.9997
+  assert [n for n, _ in model.layers if n.startswith('block8')] == ['block8_1',
+                                                                   'block8']
