@@ -52,9 +52,85 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_overrides = get_model_config()
 
   # ---- Data --------------------------------------------------------------
-  # (input pipeline fields go here)
+  # 'builtin' (generated shapes, no download), a TFDS name ('imagenet2012'),
+  # or 'folder:/path/to/images' (one subfolder per class).
+  config.dataset = 'builtin'
+  # TFDS data directory: prepared datasets, ImageNet's downloads/manual/ and
+  # prepared image folders. None is TFDS's default (~/tensorflow_datasets).
+  config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  # Splits in TFDS syntax; slices hold data out, e.g. 'train[:90%]'.
+  config.train_split = 'train'
+  config.eval_split = 'validation'
+  # Side of the square network input (paper: 299; 75 is the networks' minimum).
+  config.image_size = 299
+  # Inception crop of the released training preprocessing.
+  config.crop_min_object_covered = 0.1
+  config.crop_aspect_ratio_range = (0.75, 1.33)
+  config.crop_area_range = (0.05, 1.0)
+  config.crop_max_attempts = 100
+  # TF-slim's fast colour distortion (random brightness, then saturation).
+  config.color_distortion = True
+  # Evaluation crop: 'central' (TF-slim: the fraction of each side, resized) or
+  # 'resize_shorter' (timm: shorter side to image_size / fraction, centre crop).
+  config.eval_crop = 'central'
+  config.eval_crop_fraction = 0.875
+  # Evaluation views per image: 'single', '12' or '144' (the paper's crops).
+  config.eval_views = 'single'
+  # Training examples shuffled together, held as encoded images in host memory
+  # (2-3 windows of about 1.1 GB per 10,000 ImageNet images); a resume reads
+  # at most one.
+  config.shuffle_window = 10_000
+  # Batches tf.data prepares ahead of training, per process.
+  config.prefetch_batches = 2
 
   # ---- Training ----------------------------------------------------------
-  # (training fields go here)
+  # Global batch over all devices and hosts; must divide by the device count.
+  config.batch_size = 256
+  # Peak learning rate at `reference_batch_size` (paper: 0.045). The rate used
+  # is learning_rate * batch_size / reference_batch_size (inception/plan.py).
+  config.learning_rate = 0.045
+  # Batch at which `learning_rate` holds: one 8-GPU host of 32 images each.
+  config.reference_batch_size = 256
+  # Staircase decay, as in the paper: x0.94 every 2 epochs.
+  config.learning_rate_decay_rate = 0.94
+  config.learning_rate_decay_epochs = 2.0
+  # Linear warm-up from 0; the paper has none, large batches may need some.
+  config.warmup_epochs = 0.0
+  # Training length in epochs (the v3 paper trains 100).
+  config.num_epochs = 100.0
+  # When set, the number of steps to train; wins over num_epochs.
+  config.num_train_steps = ml_collections.FieldReference(None, field_type=int)
+  # RMSProp in TensorFlow's semantics (epsilon inside the square root,
+  # accumulator starting at 1): decay, momentum and epsilon of the paper.
+  config.rmsprop_decay = 0.9
+  config.rmsprop_momentum = 0.9
+  config.rmsprop_epsilon = 1.0
+  # Clip gradients to this global norm (paper: 2.0); 0 turns clipping off.
+  config.grad_clip_norm = 2.0
+  # L2 weight decay (TF-slim: 4e-5) on parameters whose name is listed: the
+  # conv and dense kernels, not biases or BatchNorm offsets.
+  config.weight_decay = 4e-5
+  config.weight_decay_param_names = ('kernel',)
+  # Label smoothing of the targets (paper: 0.1).
+  config.label_smoothing = 0.1
+  # Weight of the auxiliary head's loss when `aux_logits` is on (paper: 0.4).
+  config.aux_loss_weight = 0.4
+  # Decay of the parameter and BatchNorm-statistics moving average that
+  # evaluation uses (paper: "running average of the parameters"); 0 evaluates
+  # the raw weights. Early steps use min(decay, (1+step)/(10+step)), as TF does.
+  config.ema_decay = 0.9999
+  # BatchNorm statistics over groups of this many images, like the paper's
+  # per-replica BN; 0 uses the global batch.
+  config.batch_norm_group_size = 0
+  # Console progress, metric writes and non-finite checks happen this often.
+  config.log_every_steps = 100
+  # Evaluation (with the averaged weights) this often, and always at the end;
+  # 0 evaluates only at the end.
+  config.eval_every_steps = 0
+  # Orbax checkpoint this often, at the end and on SIGTERM; keeps the last few.
+  config.checkpoint_every_steps = 1000
+  config.checkpoints_to_keep = 3
+  # Seeds parameters, dropout and the input order; resumed runs reuse it.
+  config.seed = 0
 
   return config

@@ -1,0 +1,421 @@
+"""Input pipeline: TFDS datasets to global, sharded batches, via tf.data.
+
+Datasets (`config.dataset`):
+  'builtin'        generated shapes and textures (inception/builtin_dataset.py),
+                   prepared under the TFDS data dir on first use;
+  'folder:<path>'  a folder of the user's images, one subfolder per class
+                   (inception/image_folder.py), written as a TFDS dataset once;
+  any other name   a TFDS image-classification dataset, e.g. 'imagenet2012'
+                   (prepared on first use; ImageNet needs its manual download).
+All are read the same way (inception/datasets.py): TFDS records, images left
+encoded until the preprocessing of inception/preprocessing.py.
+
+Host and device: tf.data decodes, crops and resizes to uint8 images and draws
+each example's flip and colour distortion; `to_network_input` applies those
+and scales to [-1, 1] on the accelerator, which spares host cores and sends a
+quarter of the bytes float32 would.
+
+Multi-host: each process reads only its contiguous part of a split; its local
+batch becomes its part of one global jax.Array sharded over the mesh's 'data'
+axis (`jax.make_array_from_process_local_data`).
+
+The training stream is a pure function of (config.seed, process, step), so a
+checkpoint only stores the step:
+  * Each process owns n = N // process_count examples of the split. Epoch e
+    visits them once, starting at a rotation drawn from (seed, process, e),
+    cut into consecutive windows of `config.shuffle_window` examples; each
+    window is permuted with a seed from (seed, process, e, window). TFDS
+    shuffles examples when it writes a dataset, so windows of consecutive
+    records are random subsets, and the rotation regroups them every epoch.
+  * Random crops, flips and colours are stateless, seeded from (seed, process,
+    e, position in the epoch), so they do not depend on what was read before.
+  * Each epoch gives n // local_batch batches; the few examples left over
+    differ from epoch to epoch. Global step s is batch s % steps_per_epoch of
+    epoch s // steps_per_epoch, which is also floor(N / batch_size) steps.
+  * Resuming at step s reads epoch e from the start of the window holding
+    that batch: TFDS split slicing skips the records before it without
+    reading them, so a resume reads at most one window of encoded images, and
+    decodes nothing it then throws away.
+A resumed run therefore sees exactly the batches of an uninterrupted one,
+given the same config and process count. Host memory holds two to three
+windows of encoded images (about 1.1 GB per 10,000 ImageNet images).
+
+Evaluation visits each example of the split exactly once over all processes:
+process parts differ by at most one example, every process runs the same
+number of batches, and the padding that fills the last ones has mask False.
+"""
+
+import collections
+import dataclasses
+import functools
+import math
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from inception import datasets
+from inception import preprocessing
+
+# Raised, in one line, for a dataset that is missing or cannot be prepared.
+DatasetError = datasets.DatasetError
+
+# Global batches put on the devices ahead of the one training uses, so the
+# host-to-device copy overlaps the step.
+_DEVICE_PREFETCH = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Sizes the training plan needs, from the dataset's metadata."""
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+
+
+def get_dataset_info(config: Any) -> DatasetInfo:
+  """Prepares the configured dataset if needed and returns its sizes.
+
+  Call it before anything compiles: a dataset that is missing (e.g.
+  imagenet2012 without its manual download) fails here, in one line.
+
+  Args:
+    config: reads dataset, data_dir, train_split and eval_split.
+
+  Returns:
+    The number of classes and of training and evaluation examples (all
+    processes together).
+
+  Raises:
+    DatasetError: the dataset, a split, or its download is missing.
+  """
+  builder = datasets.builder_from_config(config)
+  train = datasets.resolve_split(builder, config.train_split)
+  evaluation = datasets.resolve_split(builder, config.eval_split)
+  return DatasetInfo(
+      num_classes=builder.info.features[train.label_key].num_classes,
+      num_train_examples=train.num_examples,
+      num_eval_examples=evaluation.num_examples)
+
+
+def _key(*data: int) -> int:
+  """A 63-bit key from integers (seed, process, epoch, purpose).
+
+  A stateless TF seed is then [key, index]: one stream per window or example.
+  """
+  return int(np.random.SeedSequence(data).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _seed(key: int, index: tf.Tensor) -> tf.Tensor:
+  return tf.stack([tf.constant(key, tf.int64), tf.cast(index, tf.int64)])
+
+
+def inception_crop(config: Any) -> preprocessing.InceptionCrop:
+  """The training crop's parameters, from config.crop_*."""
+  return preprocessing.InceptionCrop(
+      min_object_covered=config.crop_min_object_covered,
+      aspect_ratio_range=tuple(config.crop_aspect_ratio_range),
+      area_range=tuple(config.crop_area_range),
+      max_attempts=config.crop_max_attempts)
+
+
+def epoch_records(source: datasets.Source, config: Any, process_index: int,
+                  process_count: int, epoch: int,
+                  position: int) -> tf.data.Dataset:
+  """One process's (encoded image, label) of one epoch, in training order.
+
+  Args:
+    source: the training split.
+    config: reads seed and shuffle_window.
+    process_index: the process whose part is read.
+    process_count: number of processes.
+    epoch: the epoch.
+    position: the first position in the epoch to give.
+
+  Returns:
+    The records at positions position, position + 1, ... of the epoch; each
+    of the process's examples once over positions 0 to n - 1.
+  """
+  lo, hi = datasets.process_range(source.num_examples, process_index,
+                                  process_count, drop_remainder=True)
+  n, window = hi - lo, config.shuffle_window
+  seeds = [config.seed, process_index, epoch]
+  rotation = int(np.random.default_rng(_key(*seeds, 0)).integers(n))
+  first_window = position // window
+  # Position j of the epoch holds record (rotation + j) % n. Read from the
+  # start of the window holding `position`.
+  begin = (rotation + first_window * window) % n
+  if begin >= rotation:
+    parts = [(begin, n), (0, rotation)]
+  else:
+    parts = [(begin, rotation)]
+  records = None
+  for start, stop in parts:
+    if stop > start:
+      ds = datasets.read(source, lo + start, lo + stop)
+      records = ds if records is None else records.concatenate(ds)
+  window_key = _key(*seeds, 1)
+
+  def permute(index, window_records):
+    images, labels = window_records
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(tf.shape(labels)[0]), _seed(window_key, index))
+    return tf.gather(images, order), tf.gather(labels, order)
+
+  windows = tf.data.Dataset.zip(tf.data.Dataset.counter(first_window),
+                                records.batch(window))
+  # Read the next window while this one is consumed.
+  records = windows.map(permute).prefetch(1).unbatch()
+  return records.skip(position - first_window * window)
+
+
+def _train_epoch(source: datasets.Source, config: Any, process_index: int,
+                 process_count: int, local_batch: int, epoch: int,
+                 first_batch: int) -> tf.data.Dataset:
+  """Local batches first_batch, first_batch + 1, ... of one training epoch."""
+  position = first_batch * local_batch
+  records = epoch_records(source, config, process_index, process_count, epoch,
+                          position)
+  crop = inception_crop(config)
+  seeds = [config.seed, process_index, epoch]
+  crop_key, augment_key = _key(*seeds, 2), _key(*seeds, 3)
+
+  def preprocess(index, record):
+    image, label = record
+    return {'image': preprocessing.preprocess_for_train(
+        image, _seed(crop_key, index), image_size=config.image_size,
+        crop=crop, jpeg=source.jpeg),
+            'label': label,
+            'augment': preprocessing.augment_draws(_seed(augment_key, index))}
+
+  ds = tf.data.Dataset.zip(tf.data.Dataset.counter(position), records)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  return ds.batch(local_batch, drop_remainder=True).prefetch(
+      config.prefetch_batches)
+
+
+def local_train_batches(source: datasets.Source, config: Any,
+                        process_index: int, process_count: int, local_batch: int,
+                        start_step: int) -> Iterator[dict[str, np.ndarray]]:
+  """One process's training batches from start_step on, forever (numpy).
+
+  Args:
+    source: the training split.
+    config: reads seed, shuffle_window, image_size, crop_* and
+      prefetch_batches.
+    process_index: the process whose part is read.
+    process_count: number of processes.
+    local_batch: this process's share of the global batch.
+    start_step: the first step to give.
+
+  Yields:
+    {'image': uint8 [local_batch, S, S, 3], 'label': int32 [local_batch],
+    'augment': float32 [local_batch, 3]}; to_network_input finishes them.
+  """
+  n = source.num_examples // process_count
+  steps_per_epoch = n // local_batch
+  if not steps_per_epoch:
+    raise DatasetError(f'Each process has {n} training examples, fewer than '
+                       f'its batch of {local_batch}.')
+  epoch, batch = divmod(start_step, steps_per_epoch)
+  while True:
+    yield from _train_epoch(source, config, process_index, process_count,
+                            local_batch, epoch, batch).as_numpy_iterator()
+    epoch, batch = epoch + 1, 0
+
+
+def _local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
+  """This process's share of a global batch, checked against the mesh."""
+  multiple = math.lcm(mesh.shape['data'], jax.process_count())
+  if global_batch % multiple:
+    raise ValueError(f'Batch of {global_batch} does not split over '
+                     f'{mesh.shape["data"]} data shards and '
+                     f'{jax.process_count()} processes.')
+  return global_batch // jax.process_count()
+
+
+@functools.partial(jax.jit, static_argnames='color_distortion')
+def to_network_input(batch: dict[str, jax.Array], *,
+                     color_distortion: bool = False) -> dict[str, jax.Array]:
+  """Finishes a batch on the device: flip, colour distortion, scale to [-1, 1].
+
+  Args:
+    batch: 'image' uint8 [B, ..., 3]; optionally 'augment' float32 [B, 3],
+      the draws of preprocessing.augment_draws; other keys pass through.
+    color_distortion: apply TF-slim's fast-mode colour distortion (needs
+      'augment'): add a brightness delta in [-32/255, 32/255), then scale the
+      HSV saturation by [0.5, 1.5) as tf.image.adjust_saturation does, then
+      clip to [0, 1].
+
+  Returns:
+    The batch with 'image' float32 in [-1, 1] and no 'augment'.
+  """
+  batch = dict(batch)
+  x = batch.pop('image').astype(jnp.float32) / 255.0
+  if 'augment' in batch:
+    u = batch.pop('augment')
+    per_image = lambda a: a.reshape((-1,) + (1,) * (x.ndim - 1))
+    x = jnp.where(per_image(u[:, 0] < 0.5), x[:, :, ::-1], x)
+    if color_distortion:
+      x = x + per_image((2.0 * u[:, 1] - 1.0) * (32.0 / 255.0))
+      # In HSV each channel is v - (v - c), v - c proportional to the
+      # saturation; scaling the saturation (to at most 1) scales v - c.
+      v = x.max(axis=-1, keepdims=True)
+      spread = v - x.min(axis=-1, keepdims=True)
+      factor = jnp.minimum(per_image(0.5 + u[:, 2]),
+                           v / jnp.maximum(spread, 1e-12))
+      x = jnp.clip(v - (v - x) * jnp.where(v > 0, factor, 0.0), 0.0, 1.0)
+  # XLA turns the division by 255 into a product, which can overshoot 1.
+  batch['image'] = jnp.clip(x * 2.0 - 1.0, -1.0, 1.0)
+  return batch
+
+
+def _global_batches(local_batches: Iterator[dict[str, np.ndarray]],
+                    mesh: jax.sharding.Mesh,
+                    color_distortion: bool = False
+                    ) -> Iterator[dict[str, jax.Array]]:
+  """Assembles each process's local batches into global arrays on the mesh."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  queue = collections.deque()
+  for batch in local_batches:
+    queue.append(to_network_input(
+        {k: jax.make_array_from_process_local_data(sharding, v)
+         for k, v in batch.items()}, color_distortion=color_distortion))
+    if len(queue) > _DEVICE_PREFETCH:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def create_train_iterator(config: Any, mesh: jax.sharding.Mesh, *,
+                          start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+  """The endless, deterministic training stream from `start_step` on.
+
+  The batches from start_step on equal those an iterator started at 0 gives
+  from its start_step-th batch on (module docstring), so a checkpoint needs
+  only the step.
+
+  Args:
+    config: reads dataset, data_dir, train_split, batch_size (global), seed,
+      image_size, the crop_* fields, color_distortion, shuffle_window and
+      prefetch_batches.
+    mesh: a mesh with a 'data' axis; batches are sharded over it.
+    start_step: number of batches already trained on.
+
+  Returns:
+    An iterator of {'image': float32 [batch_size, S, S, 3] in [-1, 1],
+    'label': int32 [batch_size]}, global arrays sharded with P('data').
+  """
+  builder = datasets.builder_from_config(config)
+  source = datasets.resolve_split(builder, config.train_split)
+  local_batch = _local_batch_size(config.batch_size, mesh)
+  logging.info('Training on %s %s: %d examples, %d per process, step %d on.',
+               source.builder.name, config.train_split, source.num_examples,
+               source.num_examples // jax.process_count(), start_step)
+  return _global_batches(
+      local_train_batches(source, config, jax.process_index(),
+                          jax.process_count(), local_batch, start_step), mesh,
+      color_distortion=config.color_distortion)
+
+
+def eval_batch_size(batch_size: int, views: str, multiple: int) -> int:
+  """Images per global evaluation batch: about batch_size views per batch.
+
+  Args:
+    batch_size: the training global batch.
+    views: 'single', '12' or '144'.
+    multiple: the batch must be a multiple of this (data shards, processes).
+
+  Returns:
+    batch_size // num_views, rounded down to a multiple, at least `multiple`.
+  """
+  images = batch_size // preprocessing.num_views(views)
+  return max(multiple, images // multiple * multiple)
+
+
+def local_eval_dataset(source: datasets.Source, config: Any, views: str,
+                       process_index: int, process_count: int,
+                       local_batch: int) -> tf.data.Dataset:
+  """One process's padded evaluation batches (see create_eval_iterator).
+
+  Args:
+    source: the evaluation split.
+    config: reads image_size, eval_crop, eval_crop_fraction, prefetch_batches.
+    views: 'single', '12' or '144'.
+    process_index: the process whose part is read.
+    process_count: number of processes.
+    local_batch: images per local batch.
+
+  Returns:
+    A finite dataset of {'image', 'label', 'mask'} batches; every process gets
+    ceil(ceil(N / process_count) / local_batch) of them.
+  """
+  if views == 'single':
+    preprocess = lambda image: preprocessing.preprocess_for_eval(
+        image, image_size=config.image_size, mode=config.eval_crop,
+        fraction=config.eval_crop_fraction, jpeg=source.jpeg)
+  else:
+    preprocess = lambda image: preprocessing.multi_crop(
+        image, image_size=config.image_size, views=views)
+  # Every process runs as many batches as the largest part needs.
+  largest_part = -(-source.num_examples // process_count)
+  num_batches = -(-largest_part // local_batch)
+  lo, hi = datasets.process_range(source.num_examples, process_index,
+                                  process_count, drop_remainder=False)
+  shape = [config.image_size, config.image_size, 3]
+  if views != 'single':
+    shape = [preprocessing.num_views(views)] + shape
+  padding = tf.data.Dataset.from_tensors(
+      {'image': tf.zeros(shape, tf.uint8), 'label': tf.constant(0, tf.int32),
+       'mask': tf.constant(False)}).repeat()
+  ds = padding.take(0)
+  if hi > lo:
+    ds = datasets.read(source, lo, hi).map(
+        lambda image, label: {'image': preprocess(image), 'label': label,
+                              'mask': tf.constant(True)},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.concatenate(padding).take(num_batches * local_batch)
+  return ds.batch(local_batch).prefetch(config.prefetch_batches)
+
+
+def create_eval_iterator(config: Any, mesh: jax.sharding.Mesh, *,
+                         views: str | None = None
+                         ) -> Iterator[dict[str, jax.Array]]:
+  """One pass over the evaluation split, padded to whole global batches.
+
+  Each batch holds eval_batch_size(config.batch_size, views, ...) images: the
+  training batch for single views; with 12 or 144 views, batch_size // views
+  images (at least one per data shard), so about batch_size crops go through
+  the network per step. At 299 pixels a 144-view image is 154 MB of float32,
+  so keep batch_size modest for 144-crop evaluation.
+
+  Args:
+    config: reads dataset, data_dir, eval_split, batch_size, image_size,
+      eval_crop, eval_crop_fraction, eval_views and prefetch_batches.
+    mesh: a mesh with a 'data' axis; batches are sharded over it.
+    views: 'single', '12' or '144'; None uses config.eval_views.
+
+  Returns:
+    A finite iterator of global arrays sharded with P('data'):
+    'image': float32 [B, S, S, 3] for single views, [B, V, S, S, 3] for V
+    views of each image (ordered as in inception/preprocessing.py; average
+    the softmax over axis 1); 'label': int32 [B]; 'mask': bool [B], False
+    for the padding. Every example of the split is in exactly one batch of
+    one process with mask True.
+  """
+  views = views or config.eval_views
+  if views not in preprocessing.VIEWS:
+    raise ValueError(f'eval views must be one of {preprocessing.VIEWS}, '
+                     f'got {views!r}')
+  builder = datasets.builder_from_config(config)
+  source = datasets.resolve_split(builder, config.eval_split)
+  multiple = math.lcm(mesh.shape['data'], jax.process_count())
+  global_batch = eval_batch_size(config.batch_size, views, multiple)
+  local_batch = _local_batch_size(global_batch, mesh)
+  ds = local_eval_dataset(source, config, views, jax.process_index(),
+                          jax.process_count(), local_batch)
+  return _global_batches(ds.as_numpy_iterator(), mesh)

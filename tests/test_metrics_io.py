@@ -1,0 +1,62 @@
+"""Tests of inception/metrics_io.py: metrics.jsonl, TensorBoard files, progress."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from inception import metrics_io
+
+
+def test_every_scalar_goes_to_jsonl_and_tensorboard(tmp_path):
+  writer = metrics_io.MetricWriter(str(tmp_path), is_main=True)
+  writer.write_scalars(10, 0.5, {'train/loss': np.float32(2.5),
+                                 'eval/num_examples': 1000})
+  writer.write_scalars(20, 1.0, {'train/loss': 1.25})
+  writer.close()
+  records = metrics_io.read_metrics(str(tmp_path))
+  assert records == [
+      {'step': 10, 'epoch': 0.5, 'train/loss': 2.5, 'eval/num_examples': 1000.0},
+      {'step': 20, 'epoch': 1.0, 'train/loss': 1.25}]
+  assert any(name.startswith('events.out.tfevents')
+             for name in os.listdir(tmp_path))
+
+
+def test_only_the_main_process_writes_files(tmp_path):
+  writer = metrics_io.MetricWriter(str(tmp_path), is_main=False)
+  writer.write_scalars(1, 0.0, {'train/loss': 1.0})
+  writer.close()
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_resumed_run_drops_records_past_its_checkpoint(tmp_path):
+  path = tmp_path / metrics_io.METRICS_FILE
+  path.write_text(''.join(json.dumps({'step': s, 'epoch': 0.0, 'x': s}) + '\n'
+                          for s in (5, 10, 15)))
+  writer = metrics_io.MetricWriter(str(tmp_path), is_main=True, start_step=10)
+  writer.write_scalars(15, 0.0, {'x': 99.0})
+  writer.close()
+  assert [(r['step'], r['x']) for r in metrics_io.read_metrics(str(tmp_path))] == [
+      (5, 5), (10, 10), (15, 99.0)]
+
+
+def test_progress_measures_images_per_second(monkeypatch):
+  clock = iter([100.0, 102.0, 110.0, 111.0])
+  monkeypatch.setattr(metrics_io.time, 'monotonic', lambda: next(clock))
+  progress = metrics_io.Progress(start_step=0, total_steps=100, global_batch=32)
+  rates = progress.update(10)  # 10 steps in 2 s
+  assert rates == {'train/steps_per_sec': pytest.approx(5.0),
+                   'train/images_per_sec': pytest.approx(160.0)}
+  progress.restart()  # time spent evaluating (8 s) does not count
+  assert progress.update(20)['train/steps_per_sec'] == pytest.approx(10.0)
+
+
+def test_parameter_overview_logs_the_total(tmp_path, caplog):
+  writer = metrics_io.MetricWriter(str(tmp_path), is_main=True)
+  with caplog.at_level('INFO'):
+    writer.write_parameter_overview(
+        {'conv': {'kernel': np.zeros((3, 3, 3, 8))}, 'bn': {'bias': np.zeros(8)}})
+  writer.close()
+  assert 'Total parameters: 224' in caplog.text
+  assert 'conv/kernel' in caplog.text

@@ -1,0 +1,90 @@
+"""Tests of inception/plan.py: every bad config fails in one line; derived values."""
+
+import collections
+
+import pytest
+
+from configs import default
+from inception import plan
+
+Info = collections.namedtuple('Info', 'num_classes num_train_examples num_eval_examples')
+
+
+def _config(**overrides):
+  config = default.get_config()
+  config.model = 'inception_resnet_v2'
+  config.image_size = 75
+  config.batch_size = 64
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _info(config):
+  del config
+  return Info(10, 5000, 1000)
+
+
+@pytest.mark.parametrize('overrides, field, fix', [
+    ({'model': 'inception_v5'}, 'model', 'inception_v4'),
+    ({'image_size': 64}, 'image_size', 'image_size=75'),
+    ({'batch_size': 100}, 'batch_size', 'multiple of 8'),
+    ({'learning_rate': -0.1}, 'learning_rate', 'positive'),
+    ({'dtype': 'float16'}, 'dtype', 'bfloat16'),
+    ({'batch_norm_group_size': 3}, 'batch_norm_group_size', 'divisor of 8'),
+    ({'ema_decay': 1.0}, 'ema_decay', '[0, 1)'),
+    ({'num_epochs': 0.0}, 'num_epochs', 'positive'),
+    ({'grad_clip_norm': -1.0}, 'grad_clip_norm', 'turn it off'),
+    ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps', 'at least 1'),
+    ({'aux_logits': True, 'model': 'inception_resnet_v1'}, 'aux_logits',
+     'aux_logits=False'),
+])
+def test_bad_config_names_the_field_and_the_fix(overrides, field, fix):
+  with pytest.raises(plan.ConfigError) as e:
+    plan.make_plan(_config(**overrides), 8, _info)
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith(field) or field in message.split(':')[0]
+  assert fix in message
+
+
+def test_bad_model_override_is_a_config_error():
+  config = _config()
+  config.model_overrides.width_multiplier = -1.0
+  with pytest.raises(plan.ConfigError, match='width_multiplier'):
+    plan.make_plan(config, 8, _info)
+
+
+def test_missing_dataset_is_a_config_error_before_anything_else():
+  def missing(config):
+    raise ValueError('Dataset imagenet2012 needs a manual download in /x')
+  with pytest.raises(plan.ConfigError, match='^dataset: .*manual download'):
+    plan.make_plan(_config(), 8, missing)
+
+
+def test_dataset_is_not_read_when_the_config_is_bad():
+  def must_not_run(config):
+    raise AssertionError('dataset read before the config was checked')
+  with pytest.raises(plan.ConfigError, match='image_size'):
+    plan.make_plan(_config(image_size=50), 8, must_not_run)
+
+
+def test_learning_rate_scales_linearly_with_the_global_batch():
+  run = plan.make_plan(_config(batch_size=512, reference_batch_size=256,
+                               learning_rate=0.045), 8, _info)
+  assert run.learning_rate == pytest.approx(0.09)
+  assert run.per_device_batch == 64
+  assert run.steps_per_epoch == pytest.approx(5000 / 512)
+
+
+def test_num_train_steps_from_epochs_unless_set():
+  assert plan.make_plan(_config(num_epochs=2.0), 8, _info).num_train_steps == 157
+  run = plan.make_plan(_config(num_epochs=2.0, num_train_steps=7), 8, _info)
+  assert run.num_train_steps == 7
+
+
+def test_batch_norm_groups():
+  assert plan.make_plan(_config(), 8, _info).batch_norm_groups == 1
+  run = plan.make_plan(_config(batch_norm_group_size=4), 8, _info)
+  assert run.batch_norm_groups == 16
+  assert run.num_classes == 10 and run.num_eval_examples == 1000
