@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model = 'inception_resnet_v2'
   config.aux_logits = True
-  # One block per stage, a quarter of the filters: about 0.85M parameters.
+  # One block per stage, a quarter of the filters: 0.99M parameters with the
+  # auxiliary head.
   config.model_overrides.repeats = (1, 1, 1)
   config.model_overrides.width_multiplier = 0.25
   # The released momentum (0.9997) needs tens of thousands of steps to settle

@@ -1,6 +1,7 @@
 """Tests of inception/plan.py: every bad config fails in one line; derived values."""
 
 import collections
+import importlib
 
 import pytest
 
@@ -88,3 +89,13 @@ def test_batch_norm_groups():
   run = plan.make_plan(_config(batch_norm_group_size=4), 8, _info)
   assert run.batch_norm_groups == 16
   assert run.num_classes == 10 and run.num_eval_examples == 1000
+
+
+@pytest.mark.parametrize('name', ['inception_v3', 'inception_v4',
+                                  'inception_resnet_v1', 'inception_resnet_v2'])
+def test_imagenet_configs_pass_the_checks(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  assert config.model == name and config.dataset == 'imagenet2012'
+  imagenet = Info(1000, 1_281_167, 50_000)
+  result = plan.make_plan(config, 8, lambda config: imagenet)
+  assert result.num_train_steps == 500_456  # ceil(100 epochs * 1,281,167 / 256)
