@@ -276,6 +276,33 @@ def create_train_state(model: Any, tx: optax.GradientTransformation,
   return state, abstract, shardings
 
 
+# Fields that fix the shapes of the train state: a checkpoint written with
+# other values cannot be resumed.
+_STATE_FIELDS = ('model', 'aux_logits', 'bn_scale', 'model_overrides',
+                 'dataset', 'image_size')
+
+
+def check_resumable(saved: dict, config: Any, workdir: str) -> None:
+  """Fails in one line when a workdir's checkpoint belongs to another network.
+
+  Args:
+    saved: the config the checkpoint was written with, as a dict.
+    config: this run's ConfigDict.
+    workdir: the run's directory, named in the message.
+
+  Raises:
+    plan.ConfigError: naming the first field that differs, before anything
+      is restored or compiled.
+  """
+  current = json.loads(config.to_json())
+  for field in _STATE_FIELDS:
+    if saved.get(field) != current[field]:
+      raise plan_lib.ConfigError(
+          f'{field}: {workdir} holds a checkpoint written with {field}='
+          f'{saved.get(field)!r}, but this run has {current[field]!r}; use a '
+          f'new --workdir, or the checkpoint\'s settings to resume it')
+
+
 def first_nonfinite(records: list[dict], first_step: int):
   """The first step whose loss or gradient norm is not finite, or None.
 
@@ -429,6 +456,8 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
       every_steps=config.checkpoint_every_steps,
       max_to_keep=config.checkpoints_to_keep)
   start_step = checkpointer.latest_step() or 0
+  if start_step:
+    check_resumable(checkpointer.restore_config(start_step), config, workdir)
   state, abstract, shardings = create_train_state(
       model, tx, config, mesh, materialize=start_step == 0)
   if start_step:

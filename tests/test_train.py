@@ -9,6 +9,7 @@ processes on loopback training together.
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from configs import tiny
 import input_pipeline
 from inception import checkpointing
 from inception import metrics_io
+from inception import plan
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,3 +315,18 @@ def _worker(address: str, process_id: int, workdir: str) -> None:
 
 if __name__ == '__main__':
   _worker(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+
+
+def test_a_checkpoint_of_another_network_fails_in_one_line(reference_run,
+                                                            tmp_path):
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(reference_run[0], workdir)
+  before = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
+  config = _config()
+  config.model_overrides.width_multiplier = 0.5
+  with pytest.raises(plan.ConfigError) as e:
+    train.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert message.startswith('model_overrides: ') and '\n' not in message
+  assert 'new --workdir' in message
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
