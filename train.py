@@ -35,6 +35,7 @@ from inception import models
 from inception import multihost
 from inception import optim
 from inception import plan as plan_lib
+from inception import pretrained
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -458,10 +459,14 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
   start_step = checkpointer.latest_step() or 0
   if start_step:
     check_resumable(checkpointer.restore_config(start_step), config, workdir)
+  elif config.init_from:
+    weights = pretrained.load_checked(config)
   state, abstract, shardings = create_train_state(
       model, tx, config, mesh, materialize=start_step == 0)
   if start_step:
     state = checkpointer.restore(abstract)
+  elif config.init_from:
+    state = pretrained.merge(state, weights, shardings, config.init_from)
   writer = metrics_io.MetricWriter(workdir, is_main=jax.process_index() == 0,
                                    start_step=start_step)
   writer.write_parameter_overview(abstract.params)

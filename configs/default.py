@@ -132,5 +132,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoints_to_keep = 3
   # Seeds parameters, dropout and the input order; resumed runs reuse it.
   config.seed = 0
+  # Fine-tuning: a directory of converted weights (python -m inception.convert
+  # --output) to start from; classifiers of another class count start fresh.
+  # A run that resumes from its own checkpoint ignores it.
+  config.init_from = ml_collections.FieldReference(None, field_type=str)
 
   return config
