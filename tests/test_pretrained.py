@@ -11,6 +11,7 @@ from inception import convert
 from inception import models
 from inception import multihost
 from inception import plan
+from inception import pretrained
 import train
 
 
@@ -67,14 +68,12 @@ def test_weights_replace_all_but_a_classifier_of_another_size(
 
 
 def pretrained_merge(config, state, shardings):
-  from inception import pretrained  # pylint: disable=g-import-not-at-top
   return pretrained.merge(state, pretrained.load_checked(config), shardings,
                           config.init_from)
 
 
 def test_weights_of_another_network_fail_in_one_line(five_class_weights,
                                                       tmp_path):
-  from inception import pretrained  # pylint: disable=g-import-not-at-top
   directory, source = five_class_weights
   _save(tmp_path, source, name='inception_v4')
   config = tiny.get_config()
