@@ -55,29 +55,20 @@ def conv_v(filters: int, kernel: int | tuple[int, int], stride: int = 1) -> Conv
   return conv(filters, kernel, stride, 'VALID')
 
 
+def scaled(filters: int, width: float) -> int:
+  """`filters` times the width multiplier, rounded, at least 1."""
+  return max(1, int(round(filters * width)))
+
+
 def scale_filters(op: Any, width: float) -> Any:
   """Returns `op` (an op, branch or table) with every filter count times `width`."""
   if isinstance(op, Conv):
-    return dataclasses.replace(op, filters=max(1, int(round(op.filters * width))))
+    return dataclasses.replace(op, filters=scaled(op.filters, width))
   if isinstance(op, Fork):
     return Fork(scale_filters(op.convs, width))
   if isinstance(op, tuple):
     return tuple(scale_filters(o, width) for o in op)
   return op
-
-
-def output_channels(branches: tuple[tuple[Any, ...], ...], in_channels: int) -> int:
-  """Channels of the concatenation of `branches` applied to `in_channels` inputs."""
-  total = 0
-  for branch in branches:
-    channels = in_channels
-    for op in branch:
-      if isinstance(op, Conv):
-        channels = op.filters
-      elif isinstance(op, Fork):
-        channels = sum(c.filters for c in op.convs)
-    total += channels
-  return total
 
 
 class ConvBN(nn.Module):

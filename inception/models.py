@@ -289,7 +289,7 @@ def _scale_layer(layer: Any, width: float) -> Any:
     layer = dataclasses.replace(layer, table=layers.scale_filters(layer.table, width))
     if filters is not None:
       layer = dataclasses.replace(
-          layer, projection_filters=max(1, int(round(filters * width))))
+          layer, projection_filters=layers.scaled(filters, width))
     return layer
   return layers.scale_filters(layer, width)
 
