@@ -10,10 +10,14 @@ Datasets (`config.dataset`):
 All are read the same way (inception/datasets.py): TFDS records, images left
 encoded until the preprocessing of inception/preprocessing.py.
 
-Host and device: tf.data decodes, crops and resizes to uint8 images and draws
-each example's flip and colour distortion; `to_network_input` applies those
-and scales to [-1, 1] on the accelerator, which spares host cores and sends a
-quarter of the bytes float32 would.
+Host and device: tf.data decodes and crops to uint8 images and draws each
+example's flip and colour distortion; `to_network_input` finishes them on the
+accelerator, where that work is free: it resizes the training crops, applies
+the flip and colours and scales to [-1, 1]. Training crops travel unresized,
+top-left in a uint8 canvas of `train_canvas_size` pixels a side with their
+size beside them (about 0.8 MB an image at 512, three times the bytes of a
+resized 299 image, and no float32); a crop with a longer side is resized on
+the host. Evaluation images are resized on the host.
 
 Multi-host: each process reads only its contiguous part of a split; its local
 batch becomes its part of one global jax.Array sharded over the mesh's 'data'
@@ -183,18 +187,23 @@ def _train_epoch(source: datasets.Source, config: Any, process_index: int,
   seeds = [config.seed, process_index, epoch]
   crop_key, augment_key = _key(*seeds, 2), _key(*seeds, 3)
 
+  canvas = config.train_canvas_size
+
   def preprocess(index, record):
     image, label = record
-    return {'image': preprocessing.preprocess_for_train(
+    image = preprocessing.preprocess_for_train(
         image, _seed(crop_key, index), image_size=config.image_size,
-        crop=crop, jpeg=source.jpeg),
-            'label': label,
+        crop=crop, jpeg=source.jpeg, canvas_size=canvas)
+    return {'image': image, 'size': tf.shape(image)[:2], 'label': label,
             'augment': preprocessing.augment_draws(_seed(augment_key, index))}
 
   ds = tf.data.Dataset.zip(tf.data.Dataset.counter(position), records)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
-  return ds.batch(local_batch, drop_remainder=True).prefetch(
+  # Padding as it batches costs the host far less than padding each image.
+  shapes = {'image': [canvas, canvas, 3], 'size': [2], 'label': [],
+            'augment': [3]}
+  return ds.padded_batch(local_batch, shapes, drop_remainder=True).prefetch(
       config.prefetch_batches)
 
 
@@ -205,16 +214,18 @@ def local_train_batches(source: datasets.Source, config: Any,
 
   Args:
     source: the training split.
-    config: reads seed, shuffle_window, image_size, crop_* and
-      prefetch_batches.
+    config: reads seed, shuffle_window, image_size, crop_*,
+      train_canvas_size and prefetch_batches.
     process_index: the process whose part is read.
     process_count: number of processes.
     local_batch: this process's share of the global batch.
     start_step: the first step to give.
 
   Yields:
-    {'image': uint8 [local_batch, S, S, 3], 'label': int32 [local_batch],
-    'augment': float32 [local_batch, 3]}; to_network_input finishes them.
+    {'image': uint8 [local_batch, C, C, 3], each crop top-left in its canvas
+    of side C = train_canvas_size, 'size': int32 [local_batch, 2], the crops'
+    heights and widths, 'label': int32 [local_batch], 'augment': float32
+    [local_batch, 3]}; to_network_input finishes them.
   """
   n = source.num_examples // process_count
   steps_per_epoch = n // local_batch
@@ -238,24 +249,75 @@ def _local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
   return global_batch // jax.process_count()
 
 
-@functools.partial(jax.jit, static_argnames='color_distortion')
-def to_network_input(batch: dict[str, jax.Array], *,
-                     color_distortion: bool = False) -> dict[str, jax.Array]:
-  """Finishes a batch on the device: flip, colour distortion, scale to [-1, 1].
+def resize_bilinear(images: jax.Array, sizes: jax.Array,
+                    image_size: int) -> jax.Array:
+  """Resizes each image's top-left part to a square, as TF1's bilinear resize.
+
+  The sampling of `tf.compat.v1.image.resize_bilinear` (no half-pixel
+  centres, no antialiasing), with which the released networks were trained:
+  output row i reads input row i * h / image_size, interpolating between its
+  floor and the next row (the last row repeats); columns likewise.
 
   Args:
-    batch: 'image' uint8 [B, ..., 3]; optionally 'augment' float32 [B, 3],
-      the draws of preprocessing.augment_draws; other keys pass through.
+    images: [B, H, W, C], any real or integer type.
+    sizes: int32 [B, 2], the height and width of each image's valid top-left
+      part, at most H and W.
+    image_size: side of the square outputs.
+
+  Returns:
+    float32 [B, image_size, image_size, C], in the input's units.
+  """
+
+  def weights(length):
+    # As TF1: float32 scale and positions; the upper index is the ceiling.
+    position = jnp.arange(image_size, dtype=jnp.float32) * (
+        length.astype(jnp.float32) / image_size)
+    lower = jnp.floor(position)
+    upper = jnp.minimum(jnp.ceil(position).astype(jnp.int32), length - 1)
+    return lower.astype(jnp.int32), upper, position - lower
+
+  def one(image, size):
+    y0, y1, dy = weights(size[0])
+    x0, x1, dx = weights(size[1])
+    top, bottom = image[y0], image[y1]
+    corners = [rows[:, cols].astype(jnp.float32)
+               for rows in (top, bottom) for cols in (x0, x1)]
+    top_left, top_right, bottom_left, bottom_right = corners
+    dx = dx[:, None]
+    upper = top_left + (top_right - top_left) * dx
+    lower = bottom_left + (bottom_right - bottom_left) * dx
+    return upper + (lower - upper) * dy[:, None, None]
+
+  return jax.vmap(one)(images, sizes)
+
+
+@functools.partial(jax.jit, static_argnames=('image_size', 'color_distortion'))
+def to_network_input(batch: dict[str, jax.Array], *,
+                     image_size: int | None = None,
+                     color_distortion: bool = False) -> dict[str, jax.Array]:
+  """Finishes a batch on the device: resize, flip, colours, scale to [-1, 1].
+
+  Args:
+    batch: 'image' uint8 [B, ..., 3]; optionally 'size' int32 [B, 2], the
+      valid top-left part of each image, which is then resized to image_size
+      (resize_bilinear), and 'augment' float32 [B, 3], the draws of
+      preprocessing.augment_draws; other keys pass through.
+    image_size: side of the resized images, needed with 'size'.
     color_distortion: apply TF-slim's fast-mode colour distortion (needs
       'augment'): add a brightness delta in [-32/255, 32/255), then scale the
       HSV saturation by [0.5, 1.5) as tf.image.adjust_saturation does, then
       clip to [0, 1].
 
   Returns:
-    The batch with 'image' float32 in [-1, 1] and no 'augment'.
+    The batch with 'image' float32 in [-1, 1] and no 'size' or 'augment'.
   """
   batch = dict(batch)
-  x = batch.pop('image').astype(jnp.float32) / 255.0
+  x = batch.pop('image')
+  if 'size' in batch:
+    if image_size is None:
+      raise ValueError("A batch with 'size' needs image_size.")
+    x = resize_bilinear(x, batch.pop('size'), image_size)
+  x = x.astype(jnp.float32) / 255.0
   if 'augment' in batch:
     u = batch.pop('augment')
     per_image = lambda a: a.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -275,16 +337,24 @@ def to_network_input(batch: dict[str, jax.Array], *,
 
 
 def _global_batches(local_batches: Iterator[dict[str, np.ndarray]],
-                    mesh: jax.sharding.Mesh,
-                    color_distortion: bool = False
+                    mesh: jax.sharding.Mesh, **finish: Any
                     ) -> Iterator[dict[str, jax.Array]]:
-  """Assembles each process's local batches into global arrays on the mesh."""
+  """Global arrays on the mesh from each process's local batches.
+
+  Args:
+    local_batches: this process's batches.
+    mesh: a mesh with a 'data' axis.
+    **finish: to_network_input's options.
+
+  Yields:
+    The batches to_network_input finishes, a few ahead of the consumer.
+  """
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   queue = collections.deque()
   for batch in local_batches:
     queue.append(to_network_input(
         {k: jax.make_array_from_process_local_data(sharding, v)
-         for k, v in batch.items()}, color_distortion=color_distortion))
+         for k, v in batch.items()}, **finish))
     if len(queue) > _DEVICE_PREFETCH:
       yield queue.popleft()
   while queue:
@@ -301,8 +371,8 @@ def create_train_iterator(config: Any, mesh: jax.sharding.Mesh, *,
 
   Args:
     config: reads dataset, data_dir, train_split, batch_size (global), seed,
-      image_size, the crop_* fields, color_distortion, shuffle_window and
-      prefetch_batches.
+      image_size, the crop_* fields, train_canvas_size, color_distortion,
+      shuffle_window and prefetch_batches.
     mesh: a mesh with a 'data' axis; batches are sharded over it.
     start_step: number of batches already trained on.
 
@@ -319,7 +389,7 @@ def create_train_iterator(config: Any, mesh: jax.sharding.Mesh, *,
   return _global_batches(
       local_train_batches(source, config, jax.process_index(),
                           jax.process_count(), local_batch, start_step), mesh,
-      color_distortion=config.color_distortion)
+      image_size=config.image_size, color_distortion=config.color_distortion)
 
 
 def eval_batch_size(batch_size: int, views: str, multiple: int) -> int:

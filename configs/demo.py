@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_overrides.bn_momentum = 0.99
   config.dataset = 'builtin'
   config.image_size = 75
+  # The built-in images are at most 200 pixels a side: all crops are resized
+  # on the device.
+  config.train_canvas_size = 200
   config.batch_size = 64
   # The paper's 0.045 at this batch, decayed every 2 epochs as in the paper.
   config.learning_rate = 0.045

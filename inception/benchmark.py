@@ -3,11 +3,11 @@
   python -m inception.benchmark --mode=pipeline
 
 Pipeline mode: images per second of the host's share of the training
-preprocessing at 299x299 (inception/preprocessing.py with the crop of
-configs/default.py: Inception crop decoding only the crop window, resize,
-rounding to uint8, the draws of the flip and colour distortion, batching; the
-flip, the colour distortion and the scale to [-1, 1] run on the accelerator)
-from ImageNet-sized JPEGs (500x375, about 100 kB, generated here), on one
+preprocessing at 299x299 (inception/preprocessing.py with the crop and the
+canvas of configs/default.py: Inception crop decoding only the crop window,
+the draws of the flip and colour distortion, batching into the canvas; the
+resize, the flip, the colour distortion and the scale to [-1, 1] run on the
+accelerator, see input_pipeline.py) from ImageNet-sized JPEGs (500x375, about 100 kB, generated here), on one
 core and on all cores, beside bare `tf.io.decode_jpeg` of the same images on
 one core in the same run. Images come from memory, so the figures measure
 the CPU work, not the disk. Per core is images per CPU second of this
@@ -33,6 +33,9 @@ _ROUNDS = flags.DEFINE_integer(
     'rounds', 7, 'Measurements of each figure, interleaved; the median counts.')
 _NUM_JPEGS = flags.DEFINE_integer(
     'num_jpegs', 128, 'Distinct images generated, then cycled through.')
+_CANVAS_SIZE = flags.DEFINE_integer(
+    'canvas_size', None, 'Training canvas side (config.train_canvas_size); '
+    'None: configs/default.py\'s.')
 
 
 def _make_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -65,8 +68,8 @@ def _images_per_sec(dataset, batched: bool) -> tuple[float, float]:
 
 
 def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
-                       batch_size: int = 64,
-                       num_jpegs: int = 128) -> dict[str, float]:
+                       batch_size: int = 64, num_jpegs: int = 128,
+                       canvas_size: int | None = None) -> dict[str, float]:
   """Measures training preprocessing and bare JPEG decoding throughput.
 
   The three figures are measured in turn, `rounds` times, and the median of
@@ -78,6 +81,8 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
     image_size: side of the preprocessed images.
     batch_size: images per batch, as training batches them.
     num_jpegs: distinct images generated, then cycled through.
+    canvas_size: side of the training canvas; None takes configs/default.py's
+      train_canvas_size, raised to image_size if below it.
 
   Returns:
     pipeline_images_per_sec_per_core, pipeline_images_per_sec (all cores),
@@ -89,14 +94,16 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
   from configs import default  # pylint: disable=g-import-not-at-top
   from inception import preprocessing  # pylint: disable=g-import-not-at-top
   import input_pipeline  # pylint: disable=g-import-not-at-top
-  crop = input_pipeline.inception_crop(default.get_config())
+  config = default.get_config()
+  crop = input_pipeline.inception_crop(config)
+  canvas = canvas_size or max(config.train_canvas_size, image_size)
   jpegs = _make_jpegs(num_jpegs)
 
   def train(index, image_bytes):
     image = preprocessing.preprocess_for_train(
         image_bytes, tf.stack([tf.constant(0, tf.int64), index]),
-        image_size=image_size, crop=crop, jpeg=True)
-    return image, preprocessing.augment_draws(
+        image_size=image_size, crop=crop, jpeg=True, canvas_size=canvas)
+    return image, tf.shape(image)[:2], preprocessing.augment_draws(
         tf.stack([tf.constant(1, tf.int64), index]))
 
   def decode(index, image_bytes):
@@ -107,8 +114,8 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
     ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().take(num_images)
     # On one core the map runs in the consuming thread, so no work overlaps.
     ds = ds.enumerate().map(fn, num_parallel_calls=None if cores == 1 else cores)
-    if fn is train:
-      ds = ds.batch(batch_size)
+    if fn is train:  # As input_pipeline.py batches.
+      ds = ds.padded_batch(batch_size, ([canvas, canvas, 3], [2], [3]))
     options = tf.data.Options()
     options.threading.private_threadpool_size = cores
     options.threading.max_intra_op_parallelism = 1
@@ -138,6 +145,7 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
       'pipeline_to_decode_per_core': float(np.median(ratios)),
       'num_cores': cores,
       'image_size': image_size,
+      'canvas_size': canvas,
       'mean_jpeg_bytes': sum(map(len, jpegs)) / len(jpegs),
   }
 
@@ -145,7 +153,8 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
 def main(argv):
   del argv
   modes = {'pipeline': lambda: pipeline_benchmark(
-      _NUM_IMAGES.value, _ROUNDS.value, num_jpegs=_NUM_JPEGS.value)}
+      _NUM_IMAGES.value, _ROUNDS.value, num_jpegs=_NUM_JPEGS.value,
+      canvas_size=_CANVAS_SIZE.value)}
   print(json.dumps(modes[_MODE.value](), sort_keys=True))
 
 

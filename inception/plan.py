@@ -70,6 +70,10 @@ def check_config(config: Any, num_devices: int) -> None:
            f'image_size: {config.image_size} is below the networks\' minimum '
            f'{models.MIN_INPUT_SIZE}; set --config.image_size='
            f'{models.MIN_INPUT_SIZE} or more')
+  _require(config.train_canvas_size >= config.image_size,
+           f'train_canvas_size: {config.train_canvas_size} is below image_size '
+           f'{config.image_size}; set --config.train_canvas_size='
+           f'{config.image_size} or more')
   _require(config.dtype in _DTYPES,
            f'dtype: {config.dtype!r} is not supported; use one of {_DTYPES}')
   _require(config.batch_size > 0 and config.batch_size % num_devices == 0,

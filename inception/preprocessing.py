@@ -1,20 +1,24 @@
 """Image preprocessing of the paper's networks: the host's share, in TensorFlow.
 
 Every function takes the encoded image bytes and returns uint8 pixels. The
-input pipeline scales them to the networks' [-1, 1] (and applies the colour
-distortion) on the accelerator, where that work is free and the host-to-device
-copy is four times smaller than in float32.
+input pipeline finishes them on the accelerator (input_pipeline.py), where
+that work is free: the training resize, the flip, the colour distortion and
+the scale to the networks' [-1, 1].
 
 Training (the released TF-slim recipe): an Inception crop drawn with
 `sample_distorted_bounding_box` (at least 10% of the image covered, aspect
 0.75 to 1.33, 5% to 100% of the area, 100 attempts), resized to the square
 input without keeping the aspect, and a random left-right flip. Only the crop
 window of a JPEG is decoded (`decode_and_crop_jpeg`); other formats are
-decoded whole and sliced. The random left-right flip and TF-slim's fast-mode
-colour distortion (brightness delta up to 32/255, then saturation x0.5 to
-x1.5) are drawn here per example and applied on the device. All randomness
-is stateless, drawn from per-example seeds, so a stream is reproducible from
-its position alone.
+decoded whole and sliced. The host sends the crop itself, at most
+canvas_size pixels a side, and the device resizes it (bilinear, TF1's
+sampling): the resize would cost the host about a fifth of the decoding.
+A crop with a longer side is resized on the host instead, to uint8, and the
+device's resize of an image_size square is then the identity. The random
+left-right flip and TF-slim's fast-mode colour distortion (brightness delta
+up to 32/255, then saturation x0.5 to x1.5) are drawn here per example and
+applied on the device. All randomness is stateless, drawn from per-example
+seeds, so a stream is reproducible from its position alone.
 
 Evaluation:
   * 'central': TF-slim's `central_crop(fraction)` of each side of the original
@@ -100,7 +104,7 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
 def _resize_bilinear(image: tf.Tensor, size) -> tf.Tensor:
   """TensorFlow 1's bilinear resize of an [h, w, c] image to float32."""
   # The kernel is slower on uint8 input than a cast and a float resize
-  # together (about a sixth of the whole training preprocessing).
+  # together.
   return tf.raw_ops.ResizeBilinear(
       images=tf.cast(image, tf.float32)[tf.newaxis], size=size,
       align_corners=False, half_pixel_centers=False)[0]
@@ -151,24 +155,34 @@ def inception_crop_window(shape: tf.Tensor, seed: tf.Tensor,
 
 
 def preprocess_for_train(image_bytes: tf.Tensor, seed: tf.Tensor, *,
-                         image_size: int, crop: InceptionCrop,
-                         jpeg: bool) -> tf.Tensor:
-  """Inception crop, resized to the square input (the flip is on the device).
+                         image_size: int, crop: InceptionCrop, jpeg: bool,
+                         canvas_size: int) -> tf.Tensor:
+  """The host's share of the training image: the Inception crop.
+
+  The device resizes it to the square input (input_pipeline.py), then flips.
 
   Args:
     image_bytes: scalar string, the encoded image.
     seed: int64 [2], this example's stateless seed for the crop.
-    image_size: side of the square output.
+    image_size: side of the square network input.
     crop: parameters of the Inception crop.
     jpeg: all images of the dataset are JPEGs (see decode_window).
+    canvas_size: longest side sent unresized, at least image_size.
 
   Returns:
-    uint8 [image_size, image_size, 3].
+    uint8 [h, w, 3]: the crop window if both its sides are at most
+    canvas_size, otherwise the window resized here to image_size x
+    image_size.
   """
+  if canvas_size < image_size:
+    raise ValueError(f'canvas_size {canvas_size} is below image_size '
+                     f'{image_size}; use at least {image_size}')
   image = decode_window(
       image_bytes, lambda shape: inception_crop_window(shape, seed, crop),
       jpeg=jpeg)
-  return _to_uint8(_resize_bilinear(image, [image_size, image_size]))
+  return tf.cond(
+      tf.reduce_all(tf.shape(image)[:2] <= canvas_size), lambda: image,
+      lambda: _to_uint8(_resize_bilinear(image, [image_size, image_size])))
 
 
 def augment_draws(seed: tf.Tensor) -> tf.Tensor:

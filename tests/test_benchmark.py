@@ -35,6 +35,11 @@ def test_pipeline_figures():
     assert result[key] > 1.0
   assert result['num_cores'] == os.cpu_count()
   assert result['image_size'] == 64
+  assert result['canvas_size'] == 512  # configs/default.py's.
+  smallest = benchmark.pipeline_benchmark(
+      num_images=8, rounds=1, image_size=64, batch_size=8, num_jpegs=2,
+      canvas_size=64)
+  assert smallest['canvas_size'] == 64
 
 
 def test_command_prints_one_json_object():

@@ -29,8 +29,11 @@ EVAL_CLASS_SIZES = (5, 4, 4)
 
 def _config(data_dir, dataset, **overrides):
   config = default.get_config()
+  # Images of 36 to 69 pixels: crops larger than the canvas of 48 are
+  # resized on the host, the others on the device.
   fields = dict(dataset=dataset, data_dir=data_dir, image_size=32,
-                batch_size=8, seed=0, shuffle_window=7, prefetch_batches=1)
+                train_canvas_size=48, batch_size=8, seed=0, shuffle_window=7,
+                prefetch_batches=1)
   for key, value in {**fields, **overrides}.items():
     setattr(config, key, value)  # Adds batch_size and seed if missing.
   return config
@@ -200,6 +203,41 @@ def test_multi_crop_eval_keeps_views_together(folder, views, num_views):
   image = np.asarray(batches[0]['image'])
   np.testing.assert_array_equal(image[:, 1], image[:, 0, :, ::-1])
   assert image.min() >= -1.0 and image.max() <= 1.0
+
+
+@pytest.mark.parametrize('size', [(7, 9), (32, 32), (40, 23), (48, 48)])
+def test_device_resize_is_tf1_bilinear(size):
+  rng = np.random.default_rng(size[0])
+  canvas = rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+  sizes = np.array([size, (48, 5)], np.int32)
+  out = np.asarray(input_pipeline.resize_bilinear(canvas, sizes, 32))
+  assert out.shape == (2, 32, 32, 3) and out.dtype == np.float32
+  for i, (h, w) in enumerate(sizes):
+    expected = tf.compat.v1.image.resize_bilinear(
+        canvas[i:i + 1, :h, :w], [32, 32])[0]
+    np.testing.assert_allclose(out[i], expected, atol=1e-3)
+  if size == (32, 32):  # The host's resized crops pass unchanged.
+    np.testing.assert_array_equal(out[0], canvas[0, :32, :32])
+
+
+def test_train_crops_travel_in_a_canvas_and_are_resized_on_the_device(folder):
+  config = _config(*folder)
+  source = _source(config, 'train')
+  batch = next(input_pipeline.local_train_batches(source, config, 0, 1, 8, 0))
+  image, size = batch['image'], batch['size']
+  assert image.shape == (8, 48, 48, 3) and image.dtype == np.uint8
+  assert size.dtype == np.int32 and size.min() >= 1 and size.max() <= 48
+  # Crops of both kinds: resized on the device (a side other than 32) and
+  # too large for the canvas, so resized on the host to 32 x 32.
+  assert (size != 32).any(axis=1).any() and (size == 32).all(axis=1).any()
+  out = input_pipeline.to_network_input(batch, image_size=32)
+  assert sorted(out) == ['image', 'label']
+  for i, (h, w) in enumerate(size):
+    assert not image[i, h:].any() and not image[i, :, w:].any()  # Padding.
+    x = tf.compat.v1.image.resize_bilinear(image[i:i + 1, :h, :w], [32, 32])[0]
+    if batch['augment'][i, 0] < 0.5:
+      x = x[:, ::-1]
+    np.testing.assert_allclose(out['image'][i], x / 127.5 - 1, atol=1e-5)
 
 
 def test_to_network_input_flips_and_distorts_colour_as_tf():

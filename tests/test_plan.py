@@ -29,6 +29,7 @@ def _info(config):
 @pytest.mark.parametrize('overrides, field, fix', [
     ({'model': 'inception_v5'}, 'model', 'inception_v4'),
     ({'image_size': 64}, 'image_size', 'image_size=75'),
+    ({'train_canvas_size': 74}, 'train_canvas_size', 'train_canvas_size=75'),
     ({'batch_size': 100}, 'batch_size', 'multiple of 8'),
     ({'learning_rate': -0.1}, 'learning_rate', 'positive'),
     ({'dtype': 'float16'}, 'dtype', 'bfloat16'),

@@ -53,18 +53,35 @@ def test_train_preprocessing_decodes_the_same_window_from_jpeg_and_png():
   jpeg = tf.io.encode_jpeg(image, quality=98).numpy()
   png = tf.io.encode_png(image).numpy()
   seed = tf.constant([5, 6], tf.int64)
-  out_jpeg = preprocessing.preprocess_for_train(jpeg, seed, image_size=48,
-                                                crop=CROP, jpeg=True)
-  out_png = preprocessing.preprocess_for_train(png, seed, image_size=48,
-                                               crop=CROP, jpeg=False)
-  assert out_jpeg.dtype == tf.uint8 and out_jpeg.shape == (48, 48, 3)
-  np.testing.assert_allclose(out_jpeg.numpy().astype(float),
-                             out_png.numpy().astype(float), atol=6)
-  # The crop is a window of the image: the top-left output pixel is the
-  # window's corner, whose red and green code its position.
+  train = lambda data, jpeg: preprocessing.preprocess_for_train(
+      data, seed, image_size=48, crop=CROP, jpeg=jpeg, canvas_size=160)
+  out_jpeg, out_png = train(jpeg, True), train(png, False)
+  # The canvas holds any crop: the window itself, unresized.
   y, x, h, w = (int(v) for v in preprocessing.inception_crop_window(
       tf.constant([120, 160, 3]), seed, CROP))
-  np.testing.assert_array_equal(out_png.numpy()[0, 0], image[y, x])
+  assert (h, w) != (48, 48)
+  assert out_jpeg.dtype == tf.uint8 and out_jpeg.shape == (h, w, 3)
+  np.testing.assert_array_equal(out_png, image[y:y + h, x:x + w])
+  np.testing.assert_allclose(out_jpeg.numpy().astype(float),
+                             out_png.numpy().astype(float), atol=6)
+
+
+def test_train_crops_larger_than_the_canvas_are_resized_on_the_host():
+  image = _smooth_image(120, 160)
+  png = tf.io.encode_png(image).numpy()
+  seed = tf.constant([5, 6], tf.int64)
+  y, x, h, w = (int(v) for v in preprocessing.inception_crop_window(
+      tf.constant([120, 160, 3]), seed, CROP))
+  canvas = max(h, w) - 1
+  out = preprocessing.preprocess_for_train(
+      png, seed, image_size=48, crop=CROP, jpeg=False, canvas_size=canvas)
+  expected = tf.compat.v1.image.resize_bilinear(
+      image[np.newaxis, y:y + h, x:x + w], [48, 48])[0]
+  assert out.dtype == tf.uint8 and out.shape == (48, 48, 3)
+  np.testing.assert_array_equal(out, np.floor(expected.numpy() + 0.5))
+  with pytest.raises(ValueError, match='canvas_size 40 is below image_size'):
+    preprocessing.preprocess_for_train(png, seed, image_size=48, crop=CROP,
+                                       jpeg=False, canvas_size=40)
 
 
 def test_augment_draws_are_uniforms_of_the_seed():
