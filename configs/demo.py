@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_overrides.bn_momentum = 0.99
   config.dataset = 'builtin'
   config.image_size = 75
-  # The built-in images are at most 200 pixels a side: all crops are resized
+  # The built-in images have at most 200 x 200 pixels: all crops are resized
   # on the device.
   config.train_canvas_size = 200
   config.batch_size = 64

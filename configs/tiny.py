@@ -24,8 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Not a multiple of the batch, so evaluation pads and masks its last batch.
   config.eval_split = 'validation[:40]'
   config.image_size = 75
-  # The built-in images have 100 to 200 pixels a side: crops larger than this
-  # are resized on the host, the others on the device.
+  # The built-in images have 100 to 200 pixels a side: crops of more than
+  # 128 x 128 pixels are resized on the host, the others on the device.
   config.train_canvas_size = 128
   config.batch_size = 16
   config.reference_batch_size = 16

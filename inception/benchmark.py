@@ -5,7 +5,7 @@
 Pipeline mode: images per second of the host's share of the training
 preprocessing at 299x299 (inception/preprocessing.py with the crop and the
 canvas of configs/default.py: Inception crop decoding only the crop window,
-the draws of the flip and colour distortion, batching into the canvas; the
+packing the crop, the draws of the flip and colour distortion, batching; the
 resize, the flip, the colour distortion and the scale to [-1, 1] run on the
 accelerator, see input_pipeline.py) from ImageNet-sized JPEGs (500x375, about 100 kB, generated here), on one
 core and on all cores, beside bare `tf.io.decode_jpeg` of the same images on
@@ -28,14 +28,14 @@ from absl import flags
 _MODE = flags.DEFINE_enum('mode', 'pipeline', ['pipeline'],
                           'What to measure.')
 _NUM_IMAGES = flags.DEFINE_integer(
-    'num_images', 500, 'Images preprocessed per measurement.')
+    'num_images', 256, 'Images preprocessed per measurement.')
 _ROUNDS = flags.DEFINE_integer(
-    'rounds', 7, 'Measurements of each figure, interleaved; the median counts.')
+    'rounds', 15, 'Measurements of each figure, interleaved; the median counts.')
 _NUM_JPEGS = flags.DEFINE_integer(
     'num_jpegs', 128, 'Distinct images generated, then cycled through.')
 _CANVAS_SIZE = flags.DEFINE_integer(
-    'canvas_size', None, 'Training canvas side (config.train_canvas_size); '
-    'None: configs/default.py\'s.')
+    'canvas_size', None, 'Crops of up to canvas_size**2 pixels go to the '
+    'device unresized (config.train_canvas_size); None: configs/default.py\'s.')
 
 
 def _make_jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -81,8 +81,9 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
     image_size: side of the preprocessed images.
     batch_size: images per batch, as training batches them.
     num_jpegs: distinct images generated, then cycled through.
-    canvas_size: side of the training canvas; None takes configs/default.py's
-      train_canvas_size, raised to image_size if below it.
+    canvas_size: crops of up to canvas_size**2 pixels are sent unresized;
+      None takes configs/default.py's train_canvas_size, raised to image_size
+      if below it.
 
   Returns:
     pipeline_images_per_sec_per_core, pipeline_images_per_sec (all cores),
@@ -100,10 +101,10 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
   jpegs = _make_jpegs(num_jpegs)
 
   def train(index, image_bytes):
-    image = preprocessing.preprocess_for_train(
+    pixels, size = preprocessing.preprocess_for_train(
         image_bytes, tf.stack([tf.constant(0, tf.int64), index]),
         image_size=image_size, crop=crop, jpeg=True, canvas_size=canvas)
-    return image, tf.shape(image)[:2], preprocessing.augment_draws(
+    return pixels, size, preprocessing.augment_draws(
         tf.stack([tf.constant(1, tf.int64), index]))
 
   def decode(index, image_bytes):
@@ -114,8 +115,8 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
     ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().take(num_images)
     # On one core the map runs in the consuming thread, so no work overlaps.
     ds = ds.enumerate().map(fn, num_parallel_calls=None if cores == 1 else cores)
-    if fn is train:  # As input_pipeline.py batches.
-      ds = ds.padded_batch(batch_size, ([canvas, canvas, 3], [2], [3]))
+    if fn is train:
+      ds = ds.batch(batch_size)
     options = tf.data.Options()
     options.threading.private_threadpool_size = cores
     options.threading.max_intra_op_parallelism = 1

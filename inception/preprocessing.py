@@ -10,10 +10,10 @@ Training (the released TF-slim recipe): an Inception crop drawn with
 0.75 to 1.33, 5% to 100% of the area, 100 attempts), resized to the square
 input without keeping the aspect, and a random left-right flip. Only the crop
 window of a JPEG is decoded (`decode_and_crop_jpeg`); other formats are
-decoded whole and sliced. The host sends the crop itself, at most
-canvas_size pixels a side, and the device resizes it (bilinear, TF1's
+decoded whole and sliced. The host sends the crop itself, packed in a buffer
+of canvas_size**2 pixels, and the device resizes it (bilinear, TF1's
 sampling): the resize would cost the host about a fifth of the decoding.
-A crop with a longer side is resized on the host instead, to uint8, and the
+A crop of more pixels is resized on the host instead, to uint8, and the
 device's resize of an image_size square is then the identity. The random
 left-right flip and TF-slim's fast-mode colour distortion (brightness delta
 up to 32/255, then saturation x0.5 to x1.5) are drawn here per example and
@@ -156,8 +156,8 @@ def inception_crop_window(shape: tf.Tensor, seed: tf.Tensor,
 
 def preprocess_for_train(image_bytes: tf.Tensor, seed: tf.Tensor, *,
                          image_size: int, crop: InceptionCrop, jpeg: bool,
-                         canvas_size: int) -> tf.Tensor:
-  """The host's share of the training image: the Inception crop.
+                         canvas_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """The host's share of the training image: the Inception crop, packed.
 
   The device resizes it to the square input (input_pipeline.py), then flips.
 
@@ -167,12 +167,14 @@ def preprocess_for_train(image_bytes: tf.Tensor, seed: tf.Tensor, *,
     image_size: side of the square network input.
     crop: parameters of the Inception crop.
     jpeg: all images of the dataset are JPEGs (see decode_window).
-    canvas_size: longest side sent unresized, at least image_size.
+    canvas_size: the packed crop holds canvas_size**2 pixels, at least
+      image_size**2.
 
   Returns:
-    uint8 [h, w, 3]: the crop window if both its sides are at most
-    canvas_size, otherwise the window resized here to image_size x
-    image_size.
+    (pixels, size): uint8 [canvas_size**2 * 3], the crop's pixels in row-major
+    order then zeros, and int32 [2], its height and width. The crop is the
+    window itself if it has at most canvas_size**2 pixels, otherwise the
+    window resized here to image_size x image_size.
   """
   if canvas_size < image_size:
     raise ValueError(f'canvas_size {canvas_size} is below image_size '
@@ -180,9 +182,15 @@ def preprocess_for_train(image_bytes: tf.Tensor, seed: tf.Tensor, *,
   image = decode_window(
       image_bytes, lambda shape: inception_crop_window(shape, seed, crop),
       jpeg=jpeg)
-  return tf.cond(
-      tf.reduce_all(tf.shape(image)[:2] <= canvas_size), lambda: image,
+  hw = tf.shape(image)[:2]
+  image = tf.cond(
+      hw[0] * hw[1] <= canvas_size**2, lambda: image,
       lambda: _to_uint8(_resize_bilinear(image, [image_size, image_size])))
+  pixels = tf.reshape(image, [-1])
+  # A one-dimensional pad is a copy and a fill; padding the image in two
+  # dimensions costs several times more.
+  pixels = tf.pad(pixels, [[0, canvas_size**2 * 3 - tf.size(pixels)]])
+  return tf.ensure_shape(pixels, [canvas_size**2 * 3]), tf.shape(image)[:2]
 
 
 def augment_draws(seed: tf.Tensor) -> tf.Tensor:

@@ -35,7 +35,7 @@ def test_pipeline_figures():
     assert result[key] > 1.0
   assert result['num_cores'] == os.cpu_count()
   assert result['image_size'] == 64
-  assert result['canvas_size'] == 512  # configs/default.py's.
+  assert result['canvas_size'] == 384  # configs/default.py's.
   smallest = benchmark.pipeline_benchmark(
       num_images=8, rounds=1, image_size=64, batch_size=8, num_jpegs=2,
       canvas_size=64)

@@ -208,33 +208,38 @@ def test_multi_crop_eval_keeps_views_together(folder, views, num_views):
 @pytest.mark.parametrize('size', [(7, 9), (32, 32), (40, 23), (48, 48)])
 def test_device_resize_is_tf1_bilinear(size):
   rng = np.random.default_rng(size[0])
-  canvas = rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+  images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8),
+            rng.integers(0, 256, (48, 5, 3), dtype=np.uint8)]
+  pixels = np.zeros((2, 48 * 48 * 3), np.uint8)
+  for i, image in enumerate(images):
+    pixels[i, :image.size] = image.ravel()
   sizes = np.array([size, (48, 5)], np.int32)
-  out = np.asarray(input_pipeline.resize_bilinear(canvas, sizes, 32))
+  out = np.asarray(input_pipeline.resize_bilinear(pixels, sizes, 32))
   assert out.shape == (2, 32, 32, 3) and out.dtype == np.float32
-  for i, (h, w) in enumerate(sizes):
-    expected = tf.compat.v1.image.resize_bilinear(
-        canvas[i:i + 1, :h, :w], [32, 32])[0]
-    np.testing.assert_allclose(out[i], expected, atol=1e-3)
+  for i, image in enumerate(images):
+    expected = tf.compat.v1.image.resize_bilinear(image[np.newaxis], [32, 32])
+    np.testing.assert_allclose(out[i], expected[0], atol=1e-3)
   if size == (32, 32):  # The host's resized crops pass unchanged.
-    np.testing.assert_array_equal(out[0], canvas[0, :32, :32])
+    np.testing.assert_array_equal(out[0], images[0])
 
 
-def test_train_crops_travel_in_a_canvas_and_are_resized_on_the_device(folder):
+def test_train_crops_travel_packed_and_are_resized_on_the_device(folder):
   config = _config(*folder)
   source = _source(config, 'train')
   batch = next(input_pipeline.local_train_batches(source, config, 0, 1, 8, 0))
-  image, size = batch['image'], batch['size']
-  assert image.shape == (8, 48, 48, 3) and image.dtype == np.uint8
-  assert size.dtype == np.int32 and size.min() >= 1 and size.max() <= 48
-  # Crops of both kinds: resized on the device (a side other than 32) and
+  pixels, size = batch['image'], batch['size']
+  assert pixels.shape == (8, 48 * 48 * 3) and pixels.dtype == np.uint8
+  assert size.shape == (8, 2) and size.dtype == np.int32
+  assert size.min() >= 1 and size.prod(axis=1).max() <= 48 * 48
+  # Crops of both kinds: resized on the device (a side other than 32), and
   # too large for the canvas, so resized on the host to 32 x 32.
   assert (size != 32).any(axis=1).any() and (size == 32).all(axis=1).any()
   out = input_pipeline.to_network_input(batch, image_size=32)
   assert sorted(out) == ['image', 'label']
   for i, (h, w) in enumerate(size):
-    assert not image[i, h:].any() and not image[i, :, w:].any()  # Padding.
-    x = tf.compat.v1.image.resize_bilinear(image[i:i + 1, :h, :w], [32, 32])[0]
+    assert not pixels[i, h * w * 3:].any()
+    crop = pixels[i, :h * w * 3].reshape(1, h, w, 3)
+    x = tf.compat.v1.image.resize_bilinear(crop, [32, 32])[0]
     if batch['augment'][i, 0] < 0.5:
       x = x[:, ::-1]
     np.testing.assert_allclose(out['image'][i], x / 127.5 - 1, atol=1e-5)

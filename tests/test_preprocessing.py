@@ -48,22 +48,33 @@ def test_inception_crop_window_is_a_function_of_the_seed():
   assert len({tuple(draw([1, i])) for i in range(10)}) > 5
 
 
+def _unpack(pixels, size):
+  h, w = (int(v) for v in size)
+  return pixels.numpy()[:h * w * 3].reshape(h, w, 3), pixels.numpy()[h * w * 3:]
+
+
 def test_train_preprocessing_decodes_the_same_window_from_jpeg_and_png():
   image = _smooth_image(120, 160)
   jpeg = tf.io.encode_jpeg(image, quality=98).numpy()
   png = tf.io.encode_png(image).numpy()
   seed = tf.constant([5, 6], tf.int64)
   train = lambda data, jpeg: preprocessing.preprocess_for_train(
-      data, seed, image_size=48, crop=CROP, jpeg=jpeg, canvas_size=160)
-  out_jpeg, out_png = train(jpeg, True), train(png, False)
-  # The canvas holds any crop: the window itself, unresized.
+      data, seed, image_size=48, crop=CROP, jpeg=jpeg, canvas_size=140)
+  (pixels_jpeg, size_jpeg), (pixels_png, size_png) = (train(jpeg, True),
+                                                      train(png, False))
+  # The canvas holds any crop: the window itself, unresized, then zeros.
   y, x, h, w = (int(v) for v in preprocessing.inception_crop_window(
       tf.constant([120, 160, 3]), seed, CROP))
   assert (h, w) != (48, 48)
-  assert out_jpeg.dtype == tf.uint8 and out_jpeg.shape == (h, w, 3)
-  np.testing.assert_array_equal(out_png, image[y:y + h, x:x + w])
-  np.testing.assert_allclose(out_jpeg.numpy().astype(float),
-                             out_png.numpy().astype(float), atol=6)
+  assert pixels_jpeg.dtype == tf.uint8 and pixels_jpeg.shape == (140**2 * 3,)
+  assert size_jpeg.dtype == tf.int32
+  assert size_jpeg.numpy().tolist() == size_png.numpy().tolist() == [h, w]
+  crop_png, rest = _unpack(pixels_png, size_png)
+  np.testing.assert_array_equal(crop_png, image[y:y + h, x:x + w])
+  assert rest.size and not rest.any()
+  crop_jpeg, _ = _unpack(pixels_jpeg, size_jpeg)
+  np.testing.assert_allclose(crop_jpeg.astype(float), crop_png.astype(float),
+                             atol=6)
 
 
 def test_train_crops_larger_than_the_canvas_are_resized_on_the_host():
@@ -72,12 +83,14 @@ def test_train_crops_larger_than_the_canvas_are_resized_on_the_host():
   seed = tf.constant([5, 6], tf.int64)
   y, x, h, w = (int(v) for v in preprocessing.inception_crop_window(
       tf.constant([120, 160, 3]), seed, CROP))
-  canvas = max(h, w) - 1
-  out = preprocessing.preprocess_for_train(
+  canvas = int(np.sqrt(h * w - 1))  # One pixel too small.
+  assert canvas >= 48
+  pixels, size = preprocessing.preprocess_for_train(
       png, seed, image_size=48, crop=CROP, jpeg=False, canvas_size=canvas)
+  assert size.numpy().tolist() == [48, 48]
   expected = tf.compat.v1.image.resize_bilinear(
       image[np.newaxis, y:y + h, x:x + w], [48, 48])[0]
-  assert out.dtype == tf.uint8 and out.shape == (48, 48, 3)
+  out, _ = _unpack(pixels, size)
   np.testing.assert_array_equal(out, np.floor(expected.numpy() + 0.5))
   with pytest.raises(ValueError, match='canvas_size 40 is below image_size'):
     preprocessing.preprocess_for_train(png, seed, image_size=48, crop=CROP,
