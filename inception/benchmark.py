@@ -7,12 +7,12 @@ preprocessing at 299x299 (inception/preprocessing.py with the crop and the
 canvas of configs/default.py: Inception crop decoding only the crop window,
 packing the crop, the draws of the flip and colour distortion, batching; the
 resize, the flip, the colour distortion and the scale to [-1, 1] run on the
-accelerator, see input_pipeline.py) from ImageNet-sized JPEGs (500x375, about 100 kB, generated here), on one
-core and on all cores, beside bare `tf.io.decode_jpeg` of the same images on
-one core in the same run. Images come from memory, so the figures measure
-the CPU work, not the disk. Per core is images per CPU second of this
-process, which load from other processes changes little; all cores is images
-per wall-clock second.
+accelerator, see input_pipeline.py) from ImageNet-sized JPEGs (500x375,
+about 100 kB, generated here), on one core and on all cores, beside bare
+`tf.io.decode_jpeg` of the same images on one core in the same run. Images
+come from memory, so the figures measure the CPU work, not the disk. Per
+core is images per CPU second of this process, which load from other
+processes changes little; all cores is images per wall-clock second.
 
 This module imports TensorFlow only inside the pipeline mode, so it can be
 imported where only JAX is installed.

