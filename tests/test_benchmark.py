@@ -40,6 +40,8 @@ def test_pipeline_figures():
       num_images=8, rounds=1, image_size=64, batch_size=8, num_jpegs=2,
       canvas_size=64)
   assert smallest['canvas_size'] == 64
+  for key in REQUIRED_KEYS:  # Every crop of more than 64 x 64 pixels resized.
+    assert smallest[key] > 1.0
 
 
 def test_command_prints_one_json_object():
