@@ -421,8 +421,10 @@ def local_eval_dataset(source: datasets.Source, config: Any, views: str,
     local_batch: images per local batch.
 
   Returns:
-    A finite dataset of {'image', 'label', 'mask'} batches; every process gets
-    ceil(ceil(N / process_count) / local_batch) of them.
+    A finite dataset of {'image', 'label', 'key', 'mask'} batches; every
+    process gets ceil(ceil(N / process_count) / local_batch) of them. 'key'
+    is the example's record index in the split the source slices (-1 for
+    padding), a stable name for it that stored predictions use.
   """
   if views == 'single':
     preprocess = lambda image: preprocessing.preprocess_for_eval(
@@ -441,12 +443,15 @@ def local_eval_dataset(source: datasets.Source, config: Any, views: str,
     shape = [preprocessing.num_views(views)] + shape
   padding = tf.data.Dataset.from_tensors(
       {'image': tf.zeros(shape, tf.uint8), 'label': tf.constant(0, tf.int32),
-       'mask': tf.constant(False)}).repeat()
+       'key': tf.constant(-1, tf.int32), 'mask': tf.constant(False)}).repeat()
   ds = padding.take(0)
   if hi > lo:
-    ds = datasets.read(source, lo, hi).map(
-        lambda image, label: {'image': preprocess(image), 'label': label,
-                              'mask': tf.constant(True)},
+    first_key = source.start + lo
+    ds = datasets.read(source, lo, hi).enumerate().map(
+        lambda index, example: {
+            'image': preprocess(example[0]), 'label': example[1],
+            'key': tf.cast(first_key + index, tf.int32),
+            'mask': tf.constant(True)},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.concatenate(padding).take(num_batches * local_batch)
   return ds.batch(local_batch).prefetch(config.prefetch_batches)
@@ -473,7 +478,8 @@ def create_eval_iterator(config: Any, mesh: jax.sharding.Mesh, *,
     A finite iterator of global arrays sharded with P('data'):
     'image': float32 [B, S, S, 3] for single views, [B, V, S, S, 3] for V
     views of each image (ordered as in inception/preprocessing.py; average
-    the softmax over axis 1); 'label': int32 [B]; 'mask': bool [B], False
+    the softmax over axis 1); 'label': int32 [B]; 'key': int32 [B], the
+    record index in the split (-1 for padding); 'mask': bool [B], False
     for the padding. Every example of the split is in exactly one batch of
     one process with mask True.
   """

@@ -191,6 +191,24 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
   return train_step
 
 
+def eval_probabilities(model: Any, variables: Any,
+                       images: jax.Array) -> jax.Array:
+  """Class probabilities of each image, the softmax averaged over its views.
+
+  Args:
+    model: the Linen network.
+    variables: {'params', 'batch_stats'}.
+    images: [B, H, W, 3], or [B, V, H, W, 3] for V views of each image.
+
+  Returns:
+    float32 [B, classes].
+  """
+  logits = model.apply(variables, images.reshape(-1, *images.shape[-3:]),
+                       train=False)
+  probabilities = jax.nn.softmax(logits.astype(jnp.float32))
+  return probabilities.reshape(images.shape[0], -1, logits.shape[-1]).mean(1)
+
+
 def make_eval_step(model: Any) -> Callable[[Any, Batch], Metrics]:
   """Builds the eval step: correct-prediction counts of one padded batch.
 
@@ -204,11 +222,7 @@ def make_eval_step(model: Any) -> Callable[[Any, Batch], Metrics]:
     counts has int32 'top1', 'top5' and 'count' over the real examples.
   """
   def eval_step(variables, batch):
-    images = batch['image']
-    scores = model.apply(variables, images.reshape(-1, *images.shape[-3:]),
-                         train=False)
-    if images.ndim == 5:
-      scores = jax.nn.softmax(scores).reshape(*images.shape[:2], -1).mean(1)
+    scores = eval_probabilities(model, variables, batch['image'])
     mask = batch['mask'].astype(jnp.int32)
     correct = lambda k: jnp.sum(topk_correct(scores, batch['label'], k) * mask)
     return {'top1': correct(1), 'top5': correct(5), 'count': jnp.sum(mask)}
@@ -371,7 +385,8 @@ def _host_step(run: _Run, state: TrainState, step: int, pending: list,
         f'{record["train/grad_norm"]} is not finite; stopped without saving '
         f'(last good checkpoint: step {run.checkpointer.latest_step()}); lower '
         f'learning_rate or check the data')
-  scalars = {**_interval_scalars(records), **progress.update(step)}
+  scalars = _interval_scalars(records)
+  scalars.update(progress.update(step, scalars))
   stopping = run.stop.should_stop()
   if step == total or (config.eval_every_steps and not stopping and
                        step % config.eval_every_steps == 0):

@@ -83,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_crop_fraction = 0.875
   # Evaluation views per image: 'single', '12' or '144' (the paper's crops).
   config.eval_views = 'single'
+  # --mode=eval: the checkpoint step to evaluate (None: the newest) and its
+  # weights, 'ema' (the moving average, as the paper evaluates) or 'raw'.
+  config.eval_step = ml_collections.FieldReference(None, field_type=int)
+  config.eval_weights = 'ema'
   # Training examples shuffled together, held as encoded images in host memory
   # (2-3 windows of about 1.1 GB per 10,000 ImageNet images); a resume reads
   # at most one.

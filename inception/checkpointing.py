@@ -16,9 +16,10 @@ checkpoint needs.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import logging
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -110,4 +111,86 @@ class Checkpointer:
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager's threads."""
+    self._manager.close()
+
+
+
+class Reader:
+  """Reads saved steps, configs and parts of train states, for evaluation.
+
+  Only the fields asked for are read (a partial restore), so an evaluation of
+  the moving average reads neither the raw weights nor the optimizer state,
+  and the shapes come from the checkpoint itself: no network or optimizer is
+  built. Nothing is created on disk.
+  """
+
+  def __init__(self, directory: str):
+    """Opens WORKDIR/checkpoints for reading.
+
+    Args:
+      directory: the checkpoints folder; it must exist.
+    """
+    self._directory = directory
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(create=False))
+
+  def steps(self) -> list[int]:
+    """The steps of the complete checkpoints, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def resolve(self, step: Optional[int]) -> int:
+    """The step to read: `step`, or the newest when None.
+
+    Raises:
+      FileNotFoundError: no checkpoint, or none of that step; the message
+        lists the steps there are.
+    """
+    steps = self.steps()
+    if not steps:
+      raise FileNotFoundError(f'no checkpoint in {self._directory}')
+    if step is None:
+      return steps[-1]
+    if step not in steps:
+      raise FileNotFoundError(
+          f'no checkpoint of step {step} in {self._directory}; it has steps '
+          f'{", ".join(map(str, steps))}')
+    return step
+
+  def config(self, step: int) -> dict:
+    """The config the checkpoint of `step` was written with, as a dict."""
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored.config
+
+  def fields(self, step: int, names: Sequence[str],
+             sharding: jax.sharding.Sharding) -> dict:
+    """Reads some top-level fields of the saved train state.
+
+    Args:
+      step: a saved step.
+      names: fields of the train state, e.g. ('ema',).
+      sharding: where every array goes (replicated over a mesh).
+
+    Returns:
+      {name: pytree of arrays}.
+    """
+    tree = self._manager.item_metadata(step)['state'].tree
+    abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                          sharding=sharding),
+        {name: tree[name] for name in names})
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=abstract,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True)))
+    logging.info('Read %s of the checkpoint of step %d.', ', '.join(names),
+                 step)
+    return dict(restored.state)
+
+  def close(self) -> None:
+    """Releases the manager."""
     self._manager.close()

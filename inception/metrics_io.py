@@ -41,6 +41,17 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def append_record(workdir: str, record: Mapping[str, Any]) -> None:
+  """Appends one record to `WORKDIR/metrics.jsonl` (an evaluation's result).
+
+  Args:
+    workdir: the run's directory.
+    record: 'step', 'epoch' and scalars.
+  """
+  with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+    f.write(json.dumps(dict(record)) + '\n')
+
+
 def _drop_records_after(path: str, step: int) -> None:
   """Rewrites `path` without the records of steps after `step`."""
   if not os.path.exists(path):
@@ -102,10 +113,11 @@ class MetricWriter:
     from clu import parameter_overview  # pylint: disable=g-import-not-at-top
     total = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     if self._is_main:
-      logging.info('Parameters:\n%s',
+      # The table is long: shown with --verbosity=1 (inception/console.py).
+      logging.vlog(1, 'Parameters:\n%s',
                    parameter_overview.get_parameter_overview(
                        params, include_stats=False))
-    logging.info('Total parameters: %d', total)
+    logging.info('Parameters: %s.', f'{total:,}')
 
   def close(self) -> None:
     """Flushes and closes both writers."""
@@ -131,11 +143,14 @@ class Progress:
     self._last_step = start_step
     self._last_time = time.monotonic()
 
-  def update(self, step: int) -> dict[str, float]:
+  def update(self, step: int,
+             scalars: Mapping[str, float]) -> dict[str, float]:
     """Measures the speed since the last call and logs a progress line.
 
     Args:
       step: the step just reached.
+      scalars: the interval's training means; the line shows the loss and
+        the training top-1 error.
 
     Returns:
       {'train/steps_per_sec': ..., 'train/images_per_sec': ...}.
@@ -145,8 +160,10 @@ class Progress:
     rate = steps / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = (self._total - step) / rate if rate > 0 else float('inf')
-    logging.info('step %d/%d: %.2f steps/s, ETA %s.', step, self._total, rate,
-                 _format_seconds(eta))
+    logging.info('step %d/%d: loss %.4f, train top-1 error %.4f; %.2f steps/s '
+                 '(%.0f images/s), ETA %s.', step, self._total,
+                 scalars['train/loss'], scalars['train/top1_error'], rate,
+                 rate * self._batch, format_seconds(eta))
     return {'train/steps_per_sec': rate,
             'train/images_per_sec': rate * self._batch}
 
@@ -155,7 +172,8 @@ class Progress:
     self._last_time = time.monotonic()
 
 
-def _format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+  """Seconds as H:MM:SS; '?' when unknown."""
   if not np.isfinite(seconds):
     return '?'
   seconds = int(round(seconds))

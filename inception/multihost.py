@@ -51,7 +51,8 @@ def initialize(coordinator_address: Optional[str] = None,
       # Detects SLURM, Open MPI and TPU pods; anything else is a lone process.
       jax.distributed.initialize()
     except ValueError as e:
-      logging.info('No cluster detected (%s): running as a single process.', e)
+      logging.info('Running as a single process (no cluster detected: %s).',
+                   e)
       return
   logging.info('jax.distributed: process %d of %d, %d local of %d devices.',
                jax.process_index(), jax.process_count(),

@@ -15,6 +15,11 @@ from typing import Any, Callable
 from inception import models
 
 _DTYPES = ('float32', 'bfloat16')
+# Kept here rather than imported: inception/preprocessing.py needs TensorFlow,
+# and the plan checks run before it is imported.
+_VIEWS = ('single', '12', '144')
+_EVAL_CROPS = ('central', 'resize_shorter')
+_EVAL_WEIGHTS = ('ema', 'raw')
 
 
 class ConfigError(ValueError):
@@ -74,6 +79,17 @@ def check_config(config: Any, num_devices: int) -> None:
            f'train_canvas_size: {config.train_canvas_size} is below image_size '
            f'{config.image_size}; set --config.train_canvas_size='
            f'{config.image_size} or more')
+  _require(config.eval_views in _VIEWS,
+           f'eval_views: {config.eval_views!r} is not one of {_VIEWS}; set '
+           f'--config.eval_views to single, 12 or 144')
+  _require(config.eval_crop in _EVAL_CROPS,
+           f'eval_crop: {config.eval_crop!r} is not one of {_EVAL_CROPS}')
+  _require(0 < config.eval_crop_fraction <= 1,
+           f'eval_crop_fraction: {config.eval_crop_fraction} must lie in '
+           f'(0, 1]; 0.875 is the released evaluation')
+  _require(config.eval_weights in _EVAL_WEIGHTS,
+           f'eval_weights: {config.eval_weights!r} is not one of '
+           f'{_EVAL_WEIGHTS}; ema is the moving average the paper evaluates')
   _require(config.dtype in _DTYPES,
            f'dtype: {config.dtype!r} is not supported; use one of {_DTYPES}')
   _require(config.batch_size > 0 and config.batch_size % num_devices == 0,

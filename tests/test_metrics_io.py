@@ -45,18 +45,25 @@ def test_progress_measures_images_per_second(monkeypatch):
   clock = iter([100.0, 102.0, 110.0, 111.0])
   monkeypatch.setattr(metrics_io.time, 'monotonic', lambda: next(clock))
   progress = metrics_io.Progress(start_step=0, total_steps=100, global_batch=32)
-  rates = progress.update(10)  # 10 steps in 2 s
+  train = {'train/loss': 1.5, 'train/top1_error': 0.25}
+  rates = progress.update(10, train)  # 10 steps in 2 s
   assert rates == {'train/steps_per_sec': pytest.approx(5.0),
                    'train/images_per_sec': pytest.approx(160.0)}
   progress.restart()  # time spent evaluating (8 s) does not count
-  assert progress.update(20)['train/steps_per_sec'] == pytest.approx(10.0)
+  assert progress.update(20, train)['train/steps_per_sec'] == pytest.approx(
+      10.0)
 
 
-def test_parameter_overview_logs_the_total(tmp_path, caplog):
+def test_parameter_overview_logs_the_total_and_the_table_when_verbose(
+    tmp_path, caplog):
   writer = metrics_io.MetricWriter(str(tmp_path), is_main=True)
+  tree = {'conv': {'kernel': np.zeros((3, 3, 3, 8))}, 'bn': {'bias': np.zeros(8)}}
   with caplog.at_level('INFO'):
-    writer.write_parameter_overview(
-        {'conv': {'kernel': np.zeros((3, 3, 3, 8))}, 'bn': {'bias': np.zeros(8)}})
+    writer.write_parameter_overview(tree)
+  assert 'Parameters: 224.' in caplog.text
+  assert 'conv/kernel' not in caplog.text  # The table is for --verbosity=1.
+  caplog.clear()
+  with caplog.at_level('DEBUG'):
+    writer.write_parameter_overview(tree)
   writer.close()
-  assert 'Total parameters: 224' in caplog.text
   assert 'conv/kernel' in caplog.text
