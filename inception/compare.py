@@ -214,14 +214,7 @@ def main(argv: list[str]) -> None:
     result = compare(a, b, flags.FLAGS.resamples, flags.FLAGS.seed)
   except predictions.PredictionsError as e:
     sys.exit(str(e))
-  text = format_comparison(result)
-  print(text, end='')
-  if flags.FLAGS.out:
-    try:
-      with open(flags.FLAGS.out, 'w') as f:
-        f.write(text)
-    except OSError as e:
-      sys.exit(f'{flags.FLAGS.out}: cannot write it ({e.strerror})')
+  predictions.print_report(format_comparison(result), flags.FLAGS.out)
 
 
 def _define_flags() -> None:

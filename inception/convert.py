@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inception import console
 from inception import convert_keras
 from inception import convert_names
 from inception import models
@@ -491,6 +492,7 @@ def load_converted(directory: str) -> tuple[dict, dict]:
 
 def main(argv: list[str]) -> None:
   del argv
+  console.setup()
   args = flags.FLAGS
   if args.source == 'timm':
     import safetensors.numpy  # pylint: disable=g-import-not-at-top

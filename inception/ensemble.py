@@ -160,13 +160,7 @@ def main(argv: list[str]) -> None:
     text = report([predictions.load(path) for path in paths])
   except predictions.PredictionsError as e:
     sys.exit(str(e))
-  print(text, end='')
-  if flags.FLAGS.out:
-    try:
-      with open(flags.FLAGS.out, 'w') as f:
-        f.write(text)
-    except OSError as e:
-      sys.exit(f'{flags.FLAGS.out}: cannot write it ({e.strerror})')
+  predictions.print_report(text, flags.FLAGS.out)
 
 
 def _define_flags() -> None:

@@ -243,10 +243,10 @@ def evaluate_workdir(config: Any, workdir: str) -> dict:
   num_views = predictions.num_crops(views)
   what = (f'converted weights from {loaded.path}' if loaded.step is None else
           f'{loaded.kind} weights of step {loaded.step}')
-  logging.info('Evaluating %s (%s) on %s %s: %d images x %d crops at %dx%d.',
+  logging.info('Evaluating %s (%s) on %s %s: %d images x %d crop%s at %dx%d.',
                config.model, what, config.dataset, config.eval_split,
-               plan.num_eval_examples, num_views, config.image_size,
-               config.image_size)
+               plan.num_eval_examples, num_views, 's' if num_views > 1 else '',
+               config.image_size, config.image_size)
   start = time.monotonic()
   keys, labels, probabilities = predict(
       make_predict_step(loaded.model, mesh), loaded.variables,

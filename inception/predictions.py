@@ -21,7 +21,8 @@ Readers need NumPy only.
 import dataclasses
 import json
 import os
-from typing import Any
+import sys
+from typing import Any, Optional
 
 import numpy as np
 
@@ -213,3 +214,22 @@ def describe(info: dict) -> dict[str, Any]:
   return {'network': network_name(info['network']),
           'crops': num_crops(info['views']),
           'top1': info['top1_error'], 'top5': info['top5_error']}
+
+
+def print_report(text: str, out: Optional[str]) -> None:
+  """Prints a tool's markdown and, with `out`, writes the same text there.
+
+  Args:
+    text: the report, ending with a newline.
+    out: a file to write too, or None.
+
+  Raises:
+    SystemExit: in one line, when `out` cannot be written.
+  """
+  print(text, end='')
+  if out:
+    try:
+      with open(out, 'w') as f:
+        f.write(text)
+    except OSError as e:
+      sys.exit(f'{out}: cannot write it ({e.strerror})')

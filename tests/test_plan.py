@@ -40,6 +40,10 @@ def _info(config):
     ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps', 'at least 1'),
     ({'aux_logits': True, 'model': 'inception_resnet_v1'}, 'aux_logits',
      'aux_logits=False'),
+    ({'eval_views': '10'}, 'eval_views', 'single, 12 or 144'),
+    ({'eval_crop': 'corner'}, 'eval_crop', 'resize_shorter'),
+    ({'eval_crop_fraction': 0.0}, 'eval_crop_fraction', '0.875'),
+    ({'eval_weights': 'last'}, 'eval_weights', 'moving average'),
 ])
 def test_bad_config_names_the_field_and_the_fix(overrides, field, fix):
   with pytest.raises(plan.ConfigError) as e:
@@ -100,3 +104,8 @@ def test_imagenet_configs_pass_the_checks(name):
   imagenet = Info(1000, 1_281_167, 50_000)
   result = plan.make_plan(config, 8, lambda config: imagenet)
   assert result.num_train_steps == 500_456  # ceil(100 epochs * 1,281,167 / 256)
+
+
+def test_the_views_checked_are_those_the_pipeline_makes():
+  preprocessing = importlib.import_module('inception.preprocessing')
+  assert plan._VIEWS == preprocessing.VIEWS
