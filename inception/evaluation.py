@@ -119,21 +119,32 @@ def predict(predict_step: Callable, variables: Any, batches: Iterable[dict],
   keys, labels, probabilities = [], [], []
   start = last = time.monotonic()
   done = 0
-  for batch in batches:
-    probs, label, key, mask = (np.asarray(x) for x in
-                               predict_step(variables, batch))
+
+  def keep(outputs) -> int:
+    probs, label, key, mask = (np.asarray(x) for x in outputs)
     keys.append(key[mask])
     labels.append(label[mask])
     probabilities.append(probs[mask])
-    done += int(mask.sum())
+    return int(mask.sum())
+
+  pending = None
+  for batch in batches:
+    # The next batch is dispatched before the last one is fetched, so the
+    # device does not wait for the host's copy.
+    outputs = predict_step(variables, batch)
+    if pending is not None:
+      done += keep(pending)
+    pending = outputs
     now = time.monotonic()
-    if now - last >= _PROGRESS_SECONDS:
+    if done and now - last >= _PROGRESS_SECONDS:
       last = now
       rate = done / (now - start)
       logging.info('eval: %d/%d images (%.0f%%), %.1f images/s (%.0f crops/s), '
                    'ETA %s.', done, num_images, 100.0 * done / num_images,
                    rate, rate * num_views,
                    metrics_io.format_seconds((num_images - done) / rate))
+  if pending is not None:
+    done += keep(pending)
   keys = np.concatenate(keys).astype(np.int64)
   order = np.argsort(keys, kind='stable')
   return (keys[order], np.concatenate(labels)[order].astype(np.int32),
