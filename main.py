@@ -21,9 +21,9 @@ from ml_collections import config_flags
 
 from inception import console
 from inception import evaluation
-from inception import metrics_io
 from inception import multihost
 from inception import plan
+from inception import runs
 import train
 
 FLAGS = flags.FLAGS
@@ -79,8 +79,13 @@ def _train(config, workdir: str) -> None:
   workdir = os.path.abspath(workdir)
   print(f'Checkpoints: {os.path.join(workdir, "checkpoints")} (step '
         f'{int(state.step)})\n'
-        f'Metrics: {os.path.join(workdir, metrics_io.METRICS_FILE)} '
+        f'Metrics: {os.path.join(workdir, runs.METRICS_FILE)} '
         f'(TensorBoard: tensorboard --logdir {workdir})')
+  if any('eval/top1_error' in r for r in runs.read_metrics(workdir)):
+    from inception import plot  # pylint: disable=g-import-not-at-top
+    curves = os.path.join(workdir, 'curves.png')
+    plot.plot_runs([workdir], curves, panels=('loss', 'zero_fraction'))
+    print(f'Curves: {curves}')
 
 
 def _evaluate(config, workdir: str) -> None:

@@ -349,11 +349,9 @@ class _Run:
   eval_batches: Callable[[], Any]
 
 
-def _is_host_step(config: Any, step: int, total: int) -> bool:
-  every = [config.log_every_steps, config.checkpoint_every_steps]
-  if config.eval_every_steps:
-    every.append(config.eval_every_steps)
-  return step == total or any(step % n == 0 for n in every)
+def _is_host_step(run: '_Run', step: int) -> bool:
+  every = (run.config.log_every_steps, run.config.checkpoint_every_steps)
+  return run.plan.is_eval_step(step) or any(step % n == 0 for n in every)
 
 
 def _interval_scalars(records: list[dict]) -> dict[str, float]:
@@ -380,16 +378,18 @@ def _host_step(run: _Run, state: TrainState, step: int, pending: list,
   if bad is not None:
     bad_step, record = bad
     run.checkpointer.wait()
-    raise NonFiniteError(
-        f'step {bad_step}: loss {record["train/loss"]} / gradient norm '
-        f'{record["train/grad_norm"]} is not finite; stopped without saving '
-        f'(last good checkpoint: step {run.checkpointer.latest_step()}); lower '
-        f'learning_rate or check the data')
+    message = (f'step {bad_step}: loss {record["train/loss"]} / gradient norm '
+               f'{record["train/grad_norm"]} is not finite; stopped without '
+               f'saving (last good checkpoint: step '
+               f'{run.checkpointer.latest_step()}); lower learning_rate or '
+               f'check the data')
+    run.writer.write_diverged(bad_step, bad_step / run.plan.steps_per_epoch,
+                              message)
+    raise NonFiniteError(message)
   scalars = _interval_scalars(records)
   scalars.update(progress.update(step, scalars))
   stopping = run.stop.should_stop()
-  if step == total or (config.eval_every_steps and not stopping and
-                       step % config.eval_every_steps == 0):
+  if run.plan.is_eval_step(step) and (step == total or not stopping):
     scalars.update(evaluate(run.eval_step, state.ema, run.eval_batches()))
     logging.info('step %d: eval top-1 error %.4f, top-5 error %.4f over %d '
                  'examples.', step, scalars['eval/top1_error'],
@@ -414,7 +414,7 @@ def _train_loop(run: _Run, state: TrainState, start_step: int,
   for step in range(start_step + 1, total + 1):
     state, metrics = run.train_step(state, next(train_batches))
     pending.append(metrics)
-    if _is_host_step(run.config, step, total):
+    if _is_host_step(run, step):
       scalars, stopping = _host_step(run, state, step, pending, progress)
       pending = []
       if stopping:

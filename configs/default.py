@@ -135,9 +135,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_norm_group_size = 0
   # Console progress, metric writes and non-finite checks happen this often.
   config.log_every_steps = 100
-  # Evaluation (with the averaged weights) this often, and always at the end;
+  # Evaluation (with the averaged weights) this often, in epochs, and always
+  # at the end: the points of the error curves (Figures 8 to 11 of the paper).
   # 0 evaluates only at the end.
-  config.eval_every_steps = 0
+  config.eval_every_epochs = 0.0
   # Orbax checkpoint this often, at the end and on SIGTERM; keeps the last few.
   config.checkpoint_every_steps = 1000
   config.checkpoints_to_keep = 3

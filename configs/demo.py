@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   # A short run forgets its start quickly; 0.9999 would average over far
   # more steps than the run has (TF's num_updates rule applies early on too).
   config.ema_decay = 0.99
+  # An error curve with a point per epoch (python -m inception.plot).
+  config.eval_every_epochs = 1.0
   config.log_every_steps = 50
   config.checkpoint_every_steps = 200
   return config

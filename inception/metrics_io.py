@@ -6,8 +6,11 @@ Every scalar the run logs is written twice by process 0:
   the log), which imports TensorFlow and so is imported here only when a
   writer is made;
 - as one JSON object per line in `WORKDIR/metrics.jsonl`, with `step`,
-  `epoch` and names such as `train/loss` or `eval/top1_error`, so that tools
-  read runs without TensorFlow.
+  `epoch`, `time` (Unix seconds), `hours` (the run's wall-clock hours so far,
+  carried across resumes) and names such as `train/loss` or
+  `eval/top1_error`, so that tools read runs without TensorFlow
+  (inception/runs.py). A run that goes non-finite ends with a record of
+  `diverged: true` and its `message`.
 
 A resumed run first drops the records past its checkpoint, so the file of an
 interrupted-then-resumed run matches the file of an uninterrupted one.
@@ -22,24 +25,7 @@ from absl import logging
 import jax
 import numpy as np
 
-METRICS_FILE = 'metrics.jsonl'
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """Reads `WORKDIR/metrics.jsonl`.
-
-  Args:
-    workdir: the run's directory.
-
-  Returns:
-    The records, in the order written.
-  """
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
+from inception import runs
 
 def append_record(workdir: str, record: Mapping[str, Any]) -> None:
   """Appends one record to `WORKDIR/metrics.jsonl` (an evaluation's result).
@@ -48,7 +34,7 @@ def append_record(workdir: str, record: Mapping[str, Any]) -> None:
     workdir: the run's directory.
     record: 'step', 'epoch' and scalars.
   """
-  with open(os.path.join(workdir, METRICS_FILE), 'a') as f:
+  with open(os.path.join(workdir, runs.METRICS_FILE), 'a') as f:
     f.write(json.dumps(dict(record)) + '\n')
 
 
@@ -83,9 +69,15 @@ class MetricWriter:
     self._writer = metric_writers.create_default_writer(
         workdir, just_logging=not is_main)
     self._jsonl = None
+    self._start = time.time()
+    self._hours = 0.0
     if is_main:
-      path = os.path.join(workdir, METRICS_FILE)
+      path = os.path.join(workdir, runs.METRICS_FILE)
       _drop_records_after(path, start_step)
+      # A resumed run's clock goes on from its checkpoint's record.
+      self._hours = max(
+          (r.get('hours', 0.0) for r in runs.read_metrics(workdir)),
+          default=0.0)
       self._jsonl = open(path, 'a')
 
   def write_scalars(self, step: int, epoch: float,
@@ -99,10 +91,28 @@ class MetricWriter:
     """
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
     self._writer.write_scalars(step, values)
-    if self._jsonl is not None:
-      record = {'step': int(step), 'epoch': float(epoch), **values}
-      self._jsonl.write(json.dumps(record) + '\n')
-      self._jsonl.flush()
+    self._write_json({'step': int(step), 'epoch': float(epoch), **values})
+
+  def write_diverged(self, step: int, epoch: float, message: str) -> None:
+    """Records that the run stopped on a non-finite value at `step`.
+
+    Args:
+      step: the first non-finite step.
+      epoch: training progress at that step.
+      message: what went non-finite.
+    """
+    self._write_json({'step': int(step), 'epoch': float(epoch),
+                      'diverged': True, 'message': message})
+
+  def _write_json(self, record: dict) -> None:
+    """Appends a record with its wall-clock time and the run's hours so far."""
+    if self._jsonl is None:
+      return
+    now = time.time()
+    record = {**record, 'time': now,
+              'hours': self._hours + (now - self._start) / 3600.0}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
 
   def write_parameter_overview(self, params: Any) -> None:
     """Logs a table of parameter shapes and counts, and the total.

@@ -41,6 +41,8 @@ class Plan:
     learning_rate: peak rate, scaled linearly by batch_size /
       reference_batch_size.
     batch_norm_groups: groups whose statistics BatchNorm uses (1: global batch).
+    eval_every_steps: steps between evaluations (eval_every_epochs in steps,
+      not rounded; 0: only at the end). See `is_eval_step`.
   """
   num_classes: int
   num_train_examples: int
@@ -51,6 +53,14 @@ class Plan:
   num_train_steps: int
   learning_rate: float
   batch_norm_groups: int
+  eval_every_steps: float
+
+  def is_eval_step(self, step: int) -> bool:
+    """Whether training evaluates after `step`: the first step at or after
+    each multiple of eval_every_epochs, and the last step."""
+    every = self.eval_every_steps
+    return step == self.num_train_steps or (
+        every > 0 and math.floor(step / every) > math.floor((step - 1) / every))
 
 
 def _require(ok: bool, message: str) -> None:
@@ -110,7 +120,7 @@ def check_config(config: Any, num_devices: int) -> None:
              f'{field}: {config[field]} must be positive; set '
              f'--config.{field} to a positive value')
   for field in ('warmup_epochs', 'grad_clip_norm', 'weight_decay',
-                'label_smoothing', 'aux_loss_weight', 'eval_every_steps'):
+                'label_smoothing', 'aux_loss_weight', 'eval_every_epochs'):
     _require(config[field] >= 0,
              f'{field}: {config[field]} is negative; use 0 to turn it off or a '
              f'positive value')
@@ -173,4 +183,5 @@ def make_plan(config: Any, num_devices: int,
       num_train_steps=num_train_steps,
       learning_rate=(config.learning_rate * config.batch_size /
                      config.reference_batch_size),
-      batch_norm_groups=config.batch_size // group if group else 1)
+      batch_norm_groups=config.batch_size // group if group else 1,
+      eval_every_steps=config.eval_every_epochs * steps_per_epoch)

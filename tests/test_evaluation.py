@@ -25,10 +25,10 @@ import pytest
 from configs import tiny
 from inception import convert
 from inception import evaluation
-from inception import metrics_io
 from inception import multihost
 from inception import plan
 from inception import predictions
+from inception import runs
 from inception import weights
 import train
 
@@ -179,13 +179,17 @@ def test_the_default_console_shows_progress_results_and_paths_only(run):
   assert sum('step ' in line and '/8: loss ' in line for line in lines) == 4
   assert 'eval top-1 error' in err
   tail = out.strip().splitlines()
-  assert tail[-5:-2] == [
+  assert tail[-6:-3] == [
       '| Network | Crops | Top-1 Error | Top-5 Error |', '|---|---|---|---|',
-      tail[-3]] and tail[-3].startswith('| Inception-ResNet-v1 | 1 | ')
-  assert tail[-2] == (f'Checkpoints: {os.path.join(workdir, "checkpoints")} '
+      tail[-4]] and tail[-4].startswith('| Inception-ResNet-v1 | 1 | ')
+  assert tail[-3] == (f'Checkpoints: {os.path.join(workdir, "checkpoints")} '
                       f'(step 8)')
-  assert tail[-1].startswith(
+  assert tail[-2].startswith(
       f'Metrics: {os.path.join(workdir, "metrics.jsonl")}')
+  assert tail[-1] == f'Curves: {os.path.join(workdir, "curves.png")}'
+  with open(os.path.join(workdir, 'curves.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
 
 
 @pytest.fixture(scope='module')
@@ -195,7 +199,7 @@ def twelve_crops(run):
 
 def test_single_crop_eval_reproduces_the_runs_own_evaluation(run):
   workdir = run[0]
-  final = metrics_io.read_metrics(workdir)[-1]
+  final = runs.read_metrics(workdir)[-1]
   record = evaluation.evaluate_workdir(_config(), workdir)
   assert record['name'] == 'step8-ema-1crop-validation__40'
   assert record['top1_error'] == final['eval/top1_error']
@@ -215,7 +219,7 @@ def test_single_crop_eval_reproduces_the_runs_own_evaluation(run):
   errors = predictions.topk_errors(result.probabilities, result.labels)
   assert errors[1].mean() == pytest.approx(record['top1_error'], abs=1.5 / 40)
   np.testing.assert_allclose(result.probabilities.sum(1), 1.0, atol=5e-3)
-  last = metrics_io.read_metrics(workdir)[-1]
+  last = runs.read_metrics(workdir)[-1]
   assert last['step'] == 8 and last['eval_1crop/top1_error'] == (
       record['top1_error'])
 
@@ -242,7 +246,7 @@ def test_144_crops_of_raw_weights_of_an_earlier_step(run):
       144, 4, 'raw')
   result = predictions.load(record['json'])
   np.testing.assert_array_equal(result.keys, np.arange(8, 16))
-  last = metrics_io.read_metrics(run[0])[-1]
+  last = runs.read_metrics(run[0])[-1]
   assert last['step'] == 4 and 'eval_144crops_raw/top5_error' in last
 
 
@@ -260,7 +264,7 @@ def test_converted_weights_are_evaluated_when_there_is_no_checkpoint(
   record = evaluation.evaluate_workdir(config, str(tmp_path / 'fresh'))
   assert record['name'] == 'converted-1crop-validation__40'
   assert record['weights'] == 'converted' and record['checkpoint_step'] is None
-  final = metrics_io.read_metrics(run[0])
+  final = runs.read_metrics(run[0])
   own = [r for r in final if 'eval/top1_error' in r][-1]
   assert record['top1_error'] == own['eval/top1_error']
 

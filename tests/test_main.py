@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from inception import metrics_io
+from inception import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,11 +48,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   process = _main(tmp_path, '--config.num_train_steps=1000',
                   '--config.checkpoint_every_steps=500')
   deadline = time.monotonic() + 400
-  while not metrics_io.read_metrics(str(tmp_path)):
+  while not runs.read_metrics(str(tmp_path)):
     assert process.poll() is None, process.communicate()[1][-3000:]
     assert time.monotonic() < deadline, 'training never logged'
     time.sleep(0.5)
-  seen = metrics_io.read_metrics(str(tmp_path))[-1]['step']
+  seen = runs.read_metrics(str(tmp_path))[-1]['step']
   process.send_signal(signal.SIGTERM)
   _, err = process.communicate(timeout=120)
   assert process.returncode == 0, err[-3000:]
@@ -61,4 +61,4 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   # Saved at the first host step after the signal: past what was logged
   # before it, long before the end and off the regular interval.
   assert len(saved) == 1 and seen < saved[0] < 500
-  assert metrics_io.read_metrics(str(tmp_path))[-1]['step'] == saved[0]
+  assert runs.read_metrics(str(tmp_path))[-1]['step'] == saved[0]

@@ -109,3 +109,18 @@ def test_imagenet_configs_pass_the_checks(name):
 def test_the_views_checked_are_those_the_pipeline_makes():
   preprocessing = importlib.import_module('inception.preprocessing')
   assert plan._VIEWS == preprocessing.VIEWS
+
+
+def test_evaluations_fall_on_the_first_step_of_each_interval_and_the_end():
+  # 5000 examples, batch 64: 78.125 steps an epoch, 8 epochs = 625 steps.
+  config = _config(num_epochs=8.0, eval_every_epochs=1.0)
+  p = plan.make_plan(config, 8, _info)
+  assert p.eval_every_steps == pytest.approx(78.125)
+  assert [s for s in range(1, 626) if p.is_eval_step(s)] == [
+      79, 157, 235, 313, 391, 469, 547, 625]
+  half = plan.make_plan(_config(num_epochs=1.0, eval_every_epochs=0.5), 8,
+                        _info)
+  assert [s for s in range(1, half.num_train_steps + 1)
+          if half.is_eval_step(s)] == [40, 79]
+  end_only = plan.make_plan(_config(num_epochs=1.0), 8, _info)
+  assert [s for s in range(1, 80) if end_only.is_eval_step(s)] == [79]

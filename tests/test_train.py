@@ -24,13 +24,13 @@ import pytest
 from configs import tiny
 import input_pipeline
 from inception import checkpointing
-from inception import metrics_io
 from inception import plan
+from inception import runs
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Measured per run, so they differ between identical runs.
-_TIMING = ('train/steps_per_sec', 'train/images_per_sec')
+_TIMING = ('train/steps_per_sec', 'train/images_per_sec', 'time', 'hours')
 
 
 def test_smoothed_cross_entropy_by_hand():
@@ -210,7 +210,7 @@ def reference_run(tmp_path_factory):
 
 def test_training_runs_learns_and_evaluates_every_example(reference_run):
   workdir, params, scalars = reference_run
-  records = metrics_io.read_metrics(workdir)
+  records = runs.read_metrics(workdir)
   assert [r['step'] for r in records] == [2, 4, 6, 8]
   for record in records:
     assert all(np.isfinite(v) for v in record.values())
@@ -246,8 +246,8 @@ def test_crash_and_resume_ends_exactly_like_the_uninterrupted_run(
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
                ref_params)
   strip = lambda rs: [{k: v for k, v in r.items() if k not in _TIMING} for r in rs]
-  assert strip(metrics_io.read_metrics(str(tmp_path))) == strip(
-      metrics_io.read_metrics(ref_workdir))
+  assert strip(runs.read_metrics(str(tmp_path))) == strip(
+      runs.read_metrics(ref_workdir))
   assert scalars['eval/top1_error'] == ref_scalars['eval/top1_error']
 
 
@@ -264,8 +264,11 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
                      r'checkpoint: step 4'):
     train.train_and_evaluate(_config(log_every_steps=100), str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4']
-  records = metrics_io.read_metrics(str(tmp_path))
-  assert [r['step'] for r in records] == [4]
+  records = runs.read_metrics(str(tmp_path))
+  assert [r['step'] for r in records] == [4, 7]
+  assert 'diverged' not in records[0]
+  assert records[1]['diverged'] is True
+  assert records[1]['message'].startswith('step 7: loss nan')
 
 
 def _free_port() -> int:
@@ -291,7 +294,7 @@ def test_two_processes_train_together(tmp_path):
   assert reports[0]['params'] == reports[1]['params']
   assert all(r['eval_examples'] == 40 for r in reports)
   assert all(r['local_replicas_equal'] for r in reports)
-  steps = [r['step'] for r in metrics_io.read_metrics(str(tmp_path))]
+  steps = [r['step'] for r in runs.read_metrics(str(tmp_path))]
   assert steps == [2, 4, 6, 8]  # written once, by process 0
 
 
