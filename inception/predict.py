@@ -51,6 +51,7 @@ import tensorflow as tf
 import input_pipeline
 from inception import class_names
 from inception import console
+from inception import multihost
 from inception import preprocessing
 from inception import weights as weights_lib
 import train
@@ -229,7 +230,7 @@ def classify(loaded: weights_lib.Loaded, settings: Settings,
   if views not in preprocessing.VIEWS:
     raise ValueError(f'views must be one of {preprocessing.VIEWS}, '
                      f'got {views!r}')
-  mesh = mesh or _mesh()
+  mesh = mesh or multihost.make_mesh()
   top = min(top, loaded.num_classes)
   per_batch = _batch_images(len(paths), batch_size, views, mesh.shape['data'])
   predict = make_predict_fn(loaded.model)
@@ -295,11 +296,6 @@ def format_json(prediction: Prediction, settings: Settings) -> str:
   return json.dumps({'image': prediction.image, 'top': top})
 
 
-def _mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
 def main(argv: list[str]) -> None:
   paths = argv[1:]
   args = flags.FLAGS
@@ -310,7 +306,7 @@ def main(argv: list[str]) -> None:
     # Only warnings and errors, so that the lines naming unreadable images
     # stand out; --verbosity=0 shows the loading steps too.
     logging.set_verbosity(logging.WARNING)
-  mesh = _mesh()
+  mesh = multihost.make_mesh()
   try:
     loaded = weights_lib.load(args.checkpoint, weights=args.weights,
                               step=args.step, mesh=mesh)

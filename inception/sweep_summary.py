@@ -186,7 +186,7 @@ def summary_markdown(root: str, target_top1: float, differing: Sequence[str],
            '|' + '---|' * len(header)]
   for values, members in rows:
     names = ([_cell(v) for v in values.values()] if differing else
-             [_cell(members[0].config.get('model'))])
+             [_cell(members[0].config['model'])])
     lines.append('| ' + ' | '.join(names + _row_cells(members, target_top1))
                  + ' |')
   if incomplete:
@@ -208,7 +208,7 @@ def _draw(path: str, differing: Sequence[str], rows: Sequence) -> bool:
     for run in members:
       if run.eval_records():
         label = ', '.join(filter(None, [point,
-                                        f'seed {run.config.get("seed")}']))
+                                        f'seed {run.config["seed"]}']))
         drawn.append(run)
         labels.append(label if len(label) <= _MAX_LABEL else
                       os.path.basename(os.path.normpath(run.path)))

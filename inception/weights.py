@@ -22,6 +22,7 @@ import jax
 from inception import checkpointing
 from inception import convert
 from inception import models
+from inception import multihost
 
 WEIGHTS = ('ema', 'raw')
 # Which fields of the train state each kind of weights reads.
@@ -57,8 +58,7 @@ class Loaded:
 
 def _replicated(mesh: Optional[jax.sharding.Mesh]) -> jax.sharding.Sharding:
   if mesh is None:
-    mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = multihost.make_mesh()
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
