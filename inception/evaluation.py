@@ -36,6 +36,7 @@ from inception import multihost
 from inception import plan as plan_lib
 from inception import predictions
 from inception import pretrained
+from inception import runs
 from inception import weights as weights_lib
 import train
 
@@ -154,10 +155,7 @@ def predict(predict_step: Callable, variables: Any, batches: Iterable[dict],
 def _load(config: Any, workdir: str, num_classes: int,
           mesh: jax.sharding.Mesh) -> weights_lib.Loaded:
   """The weights to evaluate: the run's checkpoint, else config.init_from."""
-  has_checkpoint = os.path.isdir(os.path.join(workdir, 'checkpoints')) and (
-      any(name.isdigit() for name in
-          os.listdir(os.path.join(workdir, 'checkpoints'))))
-  if has_checkpoint:
+  if runs.checkpoint_steps(workdir):
     try:
       loaded = weights_lib.load_run(
           workdir, weights=config.eval_weights, step=config.eval_step,

@@ -67,16 +67,6 @@ def num_classes_of(variables: dict) -> int:
   return int(variables['params']['logits']['bias'].shape[-1])
 
 
-def is_run(path: str) -> bool:
-  """Whether `path` is a run's workdir (it has a checkpoints folder)."""
-  return os.path.isdir(os.path.join(path, 'checkpoints'))
-
-
-def is_converted(path: str) -> bool:
-  """Whether `path` holds converted weights (model.json)."""
-  return os.path.isfile(os.path.join(path, 'model.json'))
-
-
 def load_run(workdir: str, *, weights: str = 'ema', step: Optional[int] = None,
              mesh: Optional[jax.sharding.Mesh] = None,
              check: Optional[Callable[[dict], None]] = None) -> Loaded:
@@ -162,9 +152,9 @@ def load(path: str, *, weights: str = 'ema', step: Optional[int] = None,
   Raises:
     WeightsError: `path` is neither, or has no usable checkpoint.
   """
-  if is_run(path):
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
     return load_run(path, weights=weights, step=step, mesh=mesh)
-  if is_converted(path):
+  if os.path.isfile(os.path.join(path, 'model.json')):
     return load_converted(path, mesh=mesh)
   raise WeightsError(
       f'{path} is neither a run\'s workdir (with checkpoints/) nor converted '
