@@ -3,14 +3,16 @@
 Parses the flags, joins the processes of a multi-host job, and hands over to
 `train.train_and_evaluate` (--mode=train) or `inception.evaluation`
 (--mode=eval: 1-, 12- or 144-crop evaluation of the workdir's checkpoint, or
-of converted weights). A bad config, a missing dataset or checkpoint, or a
-diverging run ends with one line on stderr and a non-zero exit code.
+of converted weights). A bad config, a missing dataset or checkpoint, a
+diverging run or a full disk ends with one line on stderr and a non-zero exit
+code.
 
 Multi-host: pass `--coordinator_address`, `--num_processes` and
 `--process_id`, or leave them out under SLURM (or Open MPI, or a TPU pod) and
 JAX finds them; a single process skips this step.
 """
 
+import errno
 import os
 import sys
 
@@ -19,6 +21,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from inception import checkpointing
 from inception import console
 from inception import evaluation
 from inception import multihost
@@ -111,6 +114,14 @@ def main(argv):
     sys.exit(f'Config error: {e}')
   except train.NonFiniteError as e:
     sys.exit(f'Training diverged: {e}')
+  except checkpointing.DiskFullError as e:
+    sys.exit(f'Disk full: {e}')
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    sys.exit(f'Disk full: {e.filename or FLAGS.workdir}: {e.strerror}; free '
+             f'space (or move the workdir), then run the same command to '
+             f'resume from the last checkpoint')
 
 
 if __name__ == '__main__':

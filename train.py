@@ -7,10 +7,15 @@ all-reduce. BatchNorm therefore sees the global batch, unless
 `batch_norm_group_size` splits it into groups (the paper's per-replica BN).
 
 The loop does host work only at "host steps" (every `log_every_steps`,
-checkpoint and evaluation steps, and the last step): it fetches the metrics of
-the steps since the previous host step in one `jax.device_get`, stops on a
+checkpoint and evaluation steps, the last step, and the step every process
+agreed to stop at after a preemption notice): it fetches the metrics of the
+steps since the previous host step in one `jax.device_get`, stops on a
 non-finite loss or gradient norm before any checkpoint could store it, writes
-the metrics, evaluates, saves, and honours SIGTERM.
+the metrics, starts the (asynchronous) save, and only then evaluates, so a
+failing evaluation never costs the checkpoint, and a preempted run saves
+without evaluating. The last step's save is on disk before its evaluation
+starts. An evaluation that a preemption or crash skipped is done when the run
+resumes, so the metrics of an interrupted run match an uninterrupted one.
 
 Nothing here imports TensorFlow or CLU at module level: the input pipeline
 and the metric writers are imported by `train_and_evaluate` only.
@@ -36,6 +41,8 @@ from inception import multihost
 from inception import optim
 from inception import plan as plan_lib
 from inception import pretrained
+from inception import resume
+from inception import runs
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -153,10 +160,16 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
 
   Returns:
     `train_step(state, batch) -> (state, metrics)`, where batch holds
-    'image' [B, H, W, 3] and 'label' [B], and metrics are scalars.
+    'image' [B, H, W, 3] and 'label' [B], and metrics are scalars:
+    'train/loss' is the smoothed cross-entropy (with the auxiliary head's
+    weighted share), 'train/l2_loss' the weight decay's L2 penalty that the
+    optimizer adds as a gradient, 'train/total_loss' their sum.
   """
   smoothing, aux_weight = config.label_smoothing, config.aux_loss_weight
   ema_decay = config.ema_decay
+  l2_loss = functools.partial(
+      optim.l2_loss, weight_decay=config.weight_decay,
+      weight_decay_param_names=config.weight_decay_param_names)
 
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -179,8 +192,11 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
                            optim.ema_decay_at(state.step, ema_decay))
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=stats, opt_state=opt_state, ema=ema)
+    l2 = l2_loss(state.params)
     metrics = {
         'train/loss': loss,
+        'train/l2_loss': l2,
+        'train/total_loss': loss + l2,
         'train/grad_norm': optax.tree.norm(grads),
         'train/learning_rate': schedule(state.step),
         'train/top1_error': 1.0 - topk_correct(logits, labels, 1).mean(),
@@ -291,33 +307,6 @@ def create_train_state(model: Any, tx: optax.GradientTransformation,
   return state, abstract, shardings
 
 
-# Fields that fix the shapes of the train state: a checkpoint written with
-# other values cannot be resumed.
-_STATE_FIELDS = ('model', 'aux_logits', 'bn_scale', 'model_overrides',
-                 'dataset', 'image_size')
-
-
-def check_resumable(saved: dict, config: Any, workdir: str) -> None:
-  """Fails in one line when a workdir's checkpoint belongs to another network.
-
-  Args:
-    saved: the config the checkpoint was written with, as a dict.
-    config: this run's ConfigDict.
-    workdir: the run's directory, named in the message.
-
-  Raises:
-    plan.ConfigError: naming the first field that differs, before anything
-      is restored or compiled.
-  """
-  current = json.loads(config.to_json())
-  for field in _STATE_FIELDS:
-    if saved.get(field) != current[field]:
-      raise plan_lib.ConfigError(
-          f'{field}: {workdir} holds a checkpoint written with {field}='
-          f'{saved.get(field)!r}, but this run has {current[field]!r}; use a '
-          f'new --workdir, or the checkpoint\'s settings to resume it')
-
-
 def first_nonfinite(records: list[dict], first_step: int):
   """The first step whose loss or gradient norm is not finite, or None.
 
@@ -345,7 +334,7 @@ class _Run:
   eval_step: Callable
   checkpointer: checkpointing.Checkpointer
   writer: metrics_io.MetricWriter
-  stop: multihost.StopSignal
+  preemption: multihost.Preemption
   eval_batches: Callable[[], Any]
 
 
@@ -362,11 +351,11 @@ def _interval_scalars(records: list[dict]) -> dict[str, float]:
 
 
 def _host_step(run: _Run, state: TrainState, step: int, pending: list,
-               progress: metrics_io.Progress) -> tuple[dict, bool]:
-  """Checks, logs, evaluates and saves at a host step.
+               progress: metrics_io.Progress, preempted: bool) -> dict:
+  """Checks, logs, saves and then evaluates at a host step.
 
   Returns:
-    (the scalars written, whether the run must stop for preemption).
+    The scalars written.
 
   Raises:
     NonFiniteError: if a step since the last host step went non-finite; no
@@ -388,17 +377,25 @@ def _host_step(run: _Run, state: TrainState, step: int, pending: list,
     raise NonFiniteError(message)
   scalars = _interval_scalars(records)
   scalars.update(progress.update(step, scalars))
-  stopping = run.stop.should_stop()
-  if run.plan.is_eval_step(step) and (step == total or not stopping):
-    scalars.update(evaluate(run.eval_step, state.ema, run.eval_batches()))
-    logging.info('step %d: eval top-1 error %.4f, top-5 error %.4f over %d '
-                 'examples.', step, scalars['eval/top1_error'],
-                 scalars['eval/top5_error'], scalars['eval/num_examples'])
   run.writer.write_scalars(step, step / run.plan.steps_per_epoch, scalars)
   run.checkpointer.save(step, state, json.loads(config.to_json()),
-                        force=stopping or step == total)
+                        force=preempted or step == total)
+  if step == total or preempted:
+    run.checkpointer.wait()
+  if run.plan.is_eval_step(step) and not preempted:
+    scalars.update(_evaluate_and_write(run, state, step))
   progress.restart()
-  return scalars, stopping
+  return scalars
+
+
+def _evaluate_and_write(run: _Run, state: TrainState, step: int) -> dict:
+  """Evaluates the moving average at `step` and writes its own record."""
+  scalars = evaluate(run.eval_step, state.ema, run.eval_batches())
+  logging.info('step %d: eval top-1 error %.4f, top-5 error %.4f over %d '
+               'examples.', step, scalars['eval/top1_error'],
+               scalars['eval/top5_error'], scalars['eval/num_examples'])
+  run.writer.write_scalars(step, step / run.plan.steps_per_epoch, scalars)
+  return scalars
 
 
 def _train_loop(run: _Run, state: TrainState, start_step: int,
@@ -414,10 +411,12 @@ def _train_loop(run: _Run, state: TrainState, start_step: int,
   for step in range(start_step + 1, total + 1):
     state, metrics = run.train_step(state, next(train_batches))
     pending.append(metrics)
-    if _is_host_step(run, step):
-      scalars, stopping = _host_step(run, state, step, pending, progress)
+    # Every process asks at every step: with several, it is collective.
+    preempted = run.preemption.reached(step)
+    if preempted or _is_host_step(run, step):
+      scalars = _host_step(run, state, step, pending, progress, preempted)
       pending = []
-      if stopping:
+      if preempted:
         return state, scalars, True
   return state, scalars, False
 
@@ -428,12 +427,7 @@ def _recipe(config: Any, plan: plan_lib.Plan
   schedule = optim.learning_rate_schedule(
       plan.learning_rate, plan.steps_per_epoch, config.learning_rate_decay_rate,
       config.learning_rate_decay_epochs, config.warmup_epochs)
-  tx = optim.create_optimizer(
-      schedule, rmsprop_decay=config.rmsprop_decay,
-      rmsprop_momentum=config.rmsprop_momentum,
-      rmsprop_epsilon=config.rmsprop_epsilon,
-      grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
-      weight_decay_param_names=config.weight_decay_param_names)
+  tx = optim.optimizer_from_config(schedule, config)
   return schedule, tx
 
 
@@ -472,8 +466,12 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
       every_steps=config.checkpoint_every_steps,
       max_to_keep=config.checkpoints_to_keep)
   start_step = checkpointer.latest_step() or 0
+  owed = False
   if start_step:
-    check_resumable(checkpointer.restore_config(start_step), config, workdir)
+    resume.check(checkpointer.restore_config(start_step),
+                 checkpointer.restore_processes(start_step), config,
+                 jax.process_count(), workdir)
+    owed = _owed_evaluation(plan, workdir, start_step)
   elif config.init_from:
     weights = pretrained.load_checked(config)
   state, abstract, shardings = create_train_state(
@@ -491,13 +489,13 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
       make_train_step(model, tx, schedule, config, plan.batch_norm_groups),
       out_shardings=(shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(make_eval_step(model), out_shardings=replicated)
-  with multihost.StopSignal() as stop:
+  with multihost.Preemption() as preemption:
     run = _Run(config, plan, mesh, train_step, eval_step, checkpointer, writer,
-               stop, functools.partial(input_pipeline.create_eval_iterator,
-                                       config, mesh))
+               preemption, functools.partial(
+                   input_pipeline.create_eval_iterator, config, mesh))
     try:
-      state, scalars, preempted = _resume_and_train(run, state, start_step,
-                                                    input_pipeline)
+      state, scalars, preempted = _resume_and_train(
+          run, state, start_step, owed, input_pipeline)
     finally:
       checkpointer.close()
       writer.close()
@@ -507,14 +505,35 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
   return state, scalars
 
 
+def _owed_evaluation(plan: plan_lib.Plan, workdir: str, step: int) -> bool:
+  """Whether the checkpoint's step was due an evaluation that never ran.
+
+  A preempted run saves without evaluating, and a crash can stop one midway;
+  the resumed run does it first. Every process reads the same shared file.
+  """
+  if not plan.is_eval_step(step):
+    return False
+  return not any(r['step'] == step and 'eval/top1_error' in r
+                 for r in runs.read_metrics(workdir))
+
+
 def _resume_and_train(run: _Run, state: TrainState, start_step: int,
-                      input_pipeline: Any) -> tuple[TrainState, dict, bool]:
-  """Starts the input at `start_step` and trains; evaluates a finished run."""
+                      owed: bool, input_pipeline: Any
+                      ) -> tuple[TrainState, dict, bool]:
+  """Does an owed evaluation, starts the input at `start_step`, trains."""
+  scalars = {}
+  if owed:
+    logging.info('Evaluating step %d, which the interrupted run did not.',
+                 start_step)
+    scalars = _evaluate_and_write(run, state, start_step)
   if start_step >= run.plan.num_train_steps:
-    logging.info('Already trained to step %d; evaluating only.', start_step)
-    return state, evaluate(run.eval_step, state.ema, run.eval_batches()), False
+    logging.info('Already trained to step %d.', start_step)
+    if not scalars:
+      scalars = evaluate(run.eval_step, state.ema, run.eval_batches())
+    return state, scalars, False
   if start_step:
     logging.info('Resuming from step %d.', start_step)
   train_batches = input_pipeline.create_train_iterator(
       run.config, run.mesh, start_step=start_step)
-  return _train_loop(run, state, start_step, train_batches)
+  state, later, preempted = _train_loop(run, state, start_step, train_batches)
+  return state, later or scalars, preempted

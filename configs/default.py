@@ -12,7 +12,8 @@ def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   # Residual scale for the A, B and C residual blocks (released: 0.17, 0.10, 0.20).
   m.residual_scales = ml_collections.FieldReference(None, field_type=tuple)
-  # Activation after the residual sum: 'relu' (paper), 'relu6' or 'none'.
+  # Activation after the residual sum: 'relu' (paper), 'relu6' (also clips the
+  # scaled residual to [-6, 6] before the sum, as TF-slim does) or 'none'.
   m.residual_activation = ml_collections.FieldReference(None, field_type=str)
   # BatchNorm on the residual sums; the paper keeps BN on traditional layers only.
   m.bn_on_sum = ml_collections.FieldReference(None, field_type=bool)
@@ -118,8 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.rmsprop_epsilon = 1.0
   # Clip gradients to this global norm (paper: 2.0); 0 turns clipping off.
   config.grad_clip_norm = 2.0
-  # L2 weight decay (TF-slim: 4e-5) on parameters whose name is listed: the
-  # conv and dense kernels, not biases or BatchNorm offsets.
+  # L2 weight decay (TF-slim: 4e-5) on the parameters optim.decay_mask marks:
+  # 'kernel' (conv and dense weights), 'bias' (conv and dense biases, never
+  # BatchNorm's), 'bn_bias' (BatchNorm offsets), 'scale' (a learned BN scale).
+  # TF-slim's v3/v4 recipe is ('kernel',); its IRv2 recipe ('kernel', 'bias').
+  # The penalty is logged as train/l2_loss (train/loss leaves it out).
   config.weight_decay = 4e-5
   config.weight_decay_param_names = ('kernel',)
   # Label smoothing of the targets (paper: 0.1).
@@ -148,5 +152,12 @@ def get_config() -> ml_collections.ConfigDict:
   # --output) to start from; classifiers of another class count start fresh.
   # A run that resumes from its own checkpoint ignores it.
   config.init_from = ml_collections.FieldReference(None, field_type=str)
+  # A resumed run must be the run that wrote the checkpoint: a field that
+  # changes its steps (batch_size, seed, train_split, learning-rate settings,
+  # ..., or 'processes', the process count) stops it in one line, unless
+  # named here, comma-separated ('batch_size,seed'). The length (num_epochs,
+  # num_train_steps), logging, saving and evaluation settings may always
+  # change (inception/resume.py).
+  config.allow_resume_changes = ''
 
   return config

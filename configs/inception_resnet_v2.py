@@ -14,4 +14,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = 'inception_resnet_v2'
   # The released network was trained with TF-slim's auxiliary head.
   config.aux_logits = True
+  # TF-slim's IRv2 arg scope regularises conv and fully-connected biases too.
+  config.weight_decay_param_names = ('kernel', 'bias')
   return config

@@ -9,6 +9,7 @@ published weights assume.
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from inception import layers
@@ -156,6 +157,26 @@ class InceptionBlock(nn.Module):
                                  self.pool_count_include_pad)
 
 
+def residual_clip(
+    activation: Callable[[jnp.ndarray], jnp.ndarray] | None) -> float | None:
+  """The bound on the scaled residual that TF-slim sets for `activation`.
+
+  TF-slim's block35/17/8 clip `scale * up` to [-6, 6] when their activation is
+  `tf.nn.relu6`, and to nothing otherwise. The activation arrives as a callable
+  (`layers.activation`), so relu6 is recognised by identity. `nn.relu6` is
+  `jax.nn.relu6` today; both are checked in case a release separates them.
+
+  Args:
+    activation: the function applied after the residual sum, or None.
+
+  Returns:
+    6.0 for relu6; None (no clip) for any other activation or None.
+  """
+  if activation is jax.nn.relu6 or activation is nn.relu6:
+    return 6.0
+  return None
+
+
 class InceptionResNetBlock(nn.Module):
   """Inception-ResNet-A/B/C: x + scale * projection(branches), then activation.
 
@@ -163,6 +184,9 @@ class InceptionResNetBlock(nn.Module):
   paper keeps BatchNorm on the traditional layers only); the scale multiplies
   its biased output. When the projection's width differs from the input's (the
   paper's printed 1154 and 2048), the shortcut is a linear 1x1 projection too.
+
+  With `relu6` after the sum, the scaled residual is first clipped to [-6, 6],
+  as TF-slim's blocks do; see `residual_clip`. Other activations add the scaled residual unclipped.
 
   Attributes:
     table: the residual branches.
@@ -194,7 +218,11 @@ class InceptionResNetBlock(nn.Module):
     shortcut = x
     if filters != x.shape[-1]:
       shortcut = self.conv(filters, (1, 1), use_bias=True, name='shortcut')(x)
-    x = shortcut + self.scale * up
+    residual = self.scale * up
+    clip = residual_clip(self.activation)
+    if clip is not None:
+      residual = jnp.clip(residual, -clip, clip)
+    x = shortcut + residual
     if self.bn_on_sum:
       x = self.norm(name='sum_bn')(x)
     if self.activation is not None:

@@ -6,12 +6,20 @@ dataset such as 'imagenet2012'. All are TFDS datasets under `config.data_dir`
 and are read the same way: records of a split range, in their stored order,
 images left encoded for inception/preprocessing.py. A dataset that cannot be
 prepared raises DatasetError with a one-line message saying what to do.
+
+With several processes, process 0 alone prepares the dataset, while the
+others wait for it at a collective (which also tells them whether it
+succeeded) and then read what it wrote: `config.data_dir` must be shared by
+all hosts, or the dataset prepared on each host beforehand.
 """
 
 import dataclasses
 from typing import Any
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -33,6 +41,17 @@ class Source:
   image_key: str
   label_key: str
   jpeg: bool  # TFDS records that every image is a JPEG.
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [''])[0]
+
+
+def _one_line(error: BaseException) -> str:
+  """A DatasetError's message, or any other error's type and first line."""
+  if isinstance(error, DatasetError):
+    return str(error)
+  return f'{type(error).__name__}: {_first_line(error)}'
 
 
 def prepare(builder: Any) -> None:
@@ -59,14 +78,16 @@ def prepare(builder: Any) -> None:
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(manual_dir)))
   except (OSError, ImportError, AssertionError, tf.errors.OpError) as e:
-    first_line = (str(e).strip().splitlines() or [''])[0]
     raise DatasetError(f'Could not prepare dataset {builder.name} in '
                        f'{builder.data_dir_root}: {type(e).__name__}: '
-                       f'{first_line}') from e
+                       f'{_first_line(e)}') from e
 
 
 def builder_from_config(config: Any) -> Any:
   """The prepared TFDS builder that `config.dataset` names.
+
+  With several processes every process must call it (it is a collective):
+  process 0 prepares the dataset, the others wait for it, then read.
 
   Args:
     config: reads dataset and data_dir.
@@ -75,24 +96,103 @@ def builder_from_config(config: Any) -> Any:
     The builder, its dataset prepared.
 
   Raises:
-    DatasetError: the dataset or its manual download is missing.
+    DatasetError: the dataset or its manual download is missing, on every
+      process if process 0 could not prepare it, or the dataset that process
+      0 prepared is not visible to every process.
   """
+  if jax.process_count() == 1:
+    builder = _builder(config)
+    prepare(builder)
+    return builder
+  return _prepare_on_process_0(config)
+
+
+def _builder(config: Any) -> Any:
+  """The TFDS builder that `config.dataset` names, not yet prepared."""
   name = config.dataset
   if name == 'builtin':
-    builder = builtin_dataset.BuiltinShapes(data_dir=config.data_dir)
-  elif name.startswith('folder:'):
+    return builtin_dataset.BuiltinShapes(data_dir=config.data_dir)
+  if name.startswith('folder:'):
     try:
-      builder = image_folder.ImageFolder(root=name[len('folder:'):],
-                                         data_dir=config.data_dir)
+      return image_folder.ImageFolder(root=name[len('folder:'):],
+                                      data_dir=config.data_dir)
     except FileNotFoundError as e:
       raise DatasetError(str(e)) from e
-  else:
+  try:
+    return tfds.builder(name, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetError(f"Unknown dataset {name!r}: use 'builtin', "
+                       "'folder:<path>' or a TFDS dataset name.") from e
+
+
+def _is_prepared(config: Any) -> bool:
+  """Whether this process sees the dataset prepared; False when unsure."""
+  try:
+    return _builder(config).is_prepared()
+  except Exception:  # pylint: disable=broad-except
+    return False  # Reported after the barrier, with process 0's verdict.
+
+
+# Bytes of process 0's error message that the other processes receive.
+_MESSAGE_BYTES = 1024
+
+
+def _broadcast_error(message: str) -> str:
+  """Process 0's error message ('' for success), received by every process.
+
+  Every process must call it: it is also the barrier at which the others
+  wait for process 0.
+  """
+  buffer = np.zeros(_MESSAGE_BYTES, np.uint8)
+  encoded = message.encode()[:_MESSAGE_BYTES]
+  buffer[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+  received = multihost_utils.broadcast_one_to_all(buffer)
+  return bytes(np.asarray(received, np.uint8)).rstrip(b'\0').decode(
+      errors='replace')
+
+
+def _prepare_on_process_0(config: Any) -> Any:
+  """builder_from_config with several processes: process 0 prepares."""
+  index, count = jax.process_index(), jax.process_count()
+  builder, failure = None, None
+  if index == 0:
     try:
-      builder = tfds.builder(name, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-      raise DatasetError(f"Unknown dataset {name!r}: use 'builtin', "
-                         "'folder:<path>' or a TFDS dataset name.") from e
-  prepare(builder)
+      builder = _builder(config)
+      if not builder.is_prepared():
+        logging.info('Process 0 of %d prepares dataset %s in %s; the others '
+                     'wait for it.', count, builder.name,
+                     builder.data_dir_root)
+      prepare(builder)
+    except Exception as e:  # pylint: disable=broad-except
+      # Told to the others before it is raised, so that none of them hangs.
+      failure = e
+  elif not _is_prepared(config):
+    logging.info('Process %d of %d waits for process 0 to prepare dataset %s.',
+                 index, count, config.dataset)
+  message = _broadcast_error('' if failure is None else _one_line(failure))
+  if failure is not None:
+    raise failure
+  if message:
+    raise DatasetError(f'Process 0 could not prepare dataset {config.dataset}'
+                       f', so process {index} cannot read it: {message}')
+  visible, error = False, None
+  try:
+    # After the barrier: a TFDS builder reads the dataset's info when made.
+    if builder is None:
+      builder = _builder(config)
+    visible = builder.is_prepared()
+  except DatasetError as e:
+    error = e
+  seen = multihost_utils.process_allgather(np.array(visible, np.int32))
+  if error is not None:
+    raise error
+  missing = [i for i, flag in enumerate(np.asarray(seen).ravel()) if not flag]
+  if missing:
+    raise DatasetError(
+        f'Dataset {builder.name} that process 0 prepared in '
+        f'{builder.data_dir_root} is not visible to process(es) {missing}: '
+        'config.data_dir must be shared by all hosts, or the dataset '
+        'prepared on each host first.')
   return builder
 
 

@@ -36,6 +36,7 @@ from inception import multihost
 from inception import plan as plan_lib
 from inception import predictions
 from inception import pretrained
+from inception import resume
 from inception import runs
 from inception import weights as weights_lib
 import train
@@ -160,10 +161,10 @@ def _load(config: Any, workdir: str, num_classes: int,
       loaded = weights_lib.load_run(
           workdir, weights=config.eval_weights, step=config.eval_step,
           mesh=mesh,
-          check=lambda saved: train.check_resumable(saved, config, workdir))
+          check=lambda saved: resume.check_network(saved, config, workdir))
     except weights_lib.WeightsError as e:
       raise plan_lib.ConfigError(f'eval_step: {e}') from None
-    # The network is the configured one (check_resumable compared them), in
+    # The network is the configured one (check_network compared them), in
     # the configured compute dtype.
     return weights_lib.Loaded(
         models.create_model_from_config(config, loaded.num_classes),

@@ -5,11 +5,13 @@
   Open MPI or a TPU pod; a single process skips it.
 - `make_mesh` lays all devices of all processes on one `data` axis; the batch
   is sharded over it and the parameters are replicated.
-- `StopSignal` turns SIGTERM (how clusters announce preemption) into a flag
-  that every process reads at the same step, so that all of them save the
-  same checkpoint and exit together. JAX's own preemption service is turned
-  off: without `jax.distributed` it never fires, and with it a second SIGTERM
-  handler would race ours.
+- `Preemption` names the step at which a preempted run stops. With several
+  processes it is JAX's preemption service: SIGTERM (how clusters announce
+  preemption) to any process reaches the others through the distributed
+  runtime, and `reached_preemption_sync_point` returns True on every process
+  at the same step, the step after the furthest one any process had reached.
+  A single process has no coordinator; there a SIGTERM handler stops the run
+  at the next step.
 """
 
 import signal
@@ -19,7 +21,6 @@ from typing import Optional
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
 
 DATA_AXIS = 'data'
 
@@ -40,7 +41,6 @@ def initialize(coordinator_address: Optional[str] = None,
   if num_processes == 1:
     logging.info('Single process: jax.distributed not started.')
     return
-  jax.config.update('jax_enable_preemption_service', False)
   explicit = (coordinator_address, num_processes, process_id)
   if any(value is not None for value in explicit):
     jax.distributed.initialize(coordinator_address=coordinator_address,
@@ -70,42 +70,52 @@ def make_mesh() -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-class StopSignal:
-  """Records SIGTERM and lets all processes agree on stopping.
+class Preemption:
+  """Tells the training loop at which step every process stops for preemption.
 
-  Use as a context manager around the training loop; it restores the previous
-  handler on exit. Must be entered from the main thread.
+  Use as a context manager around the training loop and call `reached` after
+  every step, on every process. A single process installs a SIGTERM handler
+  (restored on exit; enter from the main thread); several processes rely on
+  the handler that `jax.distributed.initialize` installs for JAX's
+  preemption service, so no Python handler may replace it.
   """
 
   def __init__(self):
     self._received = False
     self._previous = None
+    self._shared = False
 
-  def __enter__(self) -> 'StopSignal':
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+  def __enter__(self) -> 'Preemption':
+    self._shared = jax.process_count() > 1
+    if not self._shared:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def __exit__(self, *exc_info) -> None:
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._shared:
+      signal.signal(signal.SIGTERM, self._previous)
 
   def _handle(self, signum: int, frame: Optional[types.FrameType]) -> None:
     del frame
     if not self._received:
-      logging.warning('Signal %d received: saving a checkpoint at the next '
-                      'host step, then exiting.', signum)
+      logging.warning('Signal %d received: saving a checkpoint after this '
+                      'step, then exiting.', signum)
     self._received = True
 
-  def should_stop(self) -> bool:
-    """Whether any process has received SIGTERM.
+  def reached(self, step: int) -> bool:
+    """Whether the run must save at `step` and stop.
 
-    Every process must call this at the same training steps, since with
-    several processes it is a collective operation.
+    Args:
+      step: the step just dispatched; consecutive on every process.
 
     Returns:
-      True on every process if at least one process was signalled.
+      With several processes, True on all of them at the same step once any
+      of them was signalled; with one, whether it was signalled.
     """
-    if jax.process_count() == 1:
+    if not self._shared:
       return self._received
-    flags = multihost_utils.process_allgather(
-        np.array(self._received, dtype=np.int32))
-    return bool(np.any(flags))
+    reached = multihost_utils.reached_preemption_sync_point(step)
+    if reached:
+      logging.warning('Preemption notice: every process saves at step %d, '
+                      'then exits.', step)
+    return reached

@@ -14,14 +14,17 @@
   `initial_scale=1.0`; it scales by the learning rate before the momentum
   trace, as TF does.
 - Weight decay as TF-slim applies it: an L2 term `wd/2 * |w|^2` in the loss,
-  i.e. `wd * w` added to the gradient before clipping and RMSProp.
+  i.e. `wd * w` added to the gradient before clipping and RMSProp. The
+  gradient carries it (`add_decayed_weights`); `l2_loss` gives its value, so
+  that training can log it beside the data loss. `decay_mask` says which
+  parameters it covers.
 - The exponential moving average of the weights that evaluation uses, with
   TensorFlow's `num_updates` rule so that short runs average sensibly.
 
 Everything here is free of TensorFlow and CLU.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.traverse_util
 import jax
@@ -67,19 +70,87 @@ def learning_rate_schedule(peak_learning_rate: float, steps_per_epoch: float,
   return schedule
 
 
+# The name `decay_mask` gives a BatchNorm offset, which Flax calls 'bias' as it
+# does a layer's bias.
+BATCHNORM_BIAS = 'bn_bias'
+
+
+def _decay_names(flat: dict) -> dict:
+  """The name `decay_mask` matches for each leaf of a flattened parameter tree.
+
+  A 'bias' beside a 'kernel' in the same module belongs to a convolution or a
+  dense layer and keeps its name; a 'bias' without one is a BatchNorm offset
+  (beta) and is named `BATCHNORM_BIAS`. Every other leaf keeps its own name.
+  """
+  with_kernel = {path[:-1] for path in flat if path[-1] == 'kernel'}
+
+  def name(path):
+    if path[-1] == 'bias' and path[:-1] not in with_kernel:
+      return BATCHNORM_BIAS
+    return path[-1]
+
+  return {path: name(path) for path in flat}
+
+
 def decay_mask(params, names: Sequence[str]):
-  """Marks the parameters whose own name (last path part) is in `names`.
+  """Marks the parameters that weight decay covers.
+
+  A parameter is marked when its name is in `names`. Its name is its own (the
+  last path part, e.g. 'kernel', or 'scale' for a learned BatchNorm scale),
+  with one exception that keeps layer biases and BatchNorm offsets apart, as
+  TF-slim does (both are called 'bias' in Flax):
+
+  - 'bias' marks the biases of convolutions and dense layers, i.e. a 'bias'
+    that sits beside a 'kernel' in its module (the residual projections and
+    shortcuts, the classifiers). It never marks a BatchNorm offset.
+  - 'bn_bias' marks BatchNorm offsets (beta), i.e. a 'bias' with no 'kernel'
+    beside it ('bn', 'sum_bn').
+
+  So ('kernel',) is TF-slim's v3/v4 recipe and ('kernel', 'bias') its
+  Inception-ResNet-v2 recipe; neither decays BatchNorm.
 
   Args:
-    params: a nested dict of parameters.
-    names: leaf names to decay, e.g. ('kernel',) for conv and dense weights.
+    params: a nested dict of parameters (arrays or shapes).
+    names: the names to decay, e.g. ('kernel',) for conv and dense weights.
 
   Returns:
     A tree of booleans with the structure of `params`.
   """
+  names = frozenset(names)
   flat = flax.traverse_util.flatten_dict(params)
+  leaf_names = _decay_names(flat)
   return flax.traverse_util.unflatten_dict(
-      {path: path[-1] in names for path in flat})
+      {path: leaf_names[path] in names for path in flat})
+
+
+def l2_loss(params, weight_decay: float,
+            weight_decay_param_names: Sequence[str]) -> jax.Array:
+  """The L2 penalty whose gradient the optimizer's weight decay adds.
+
+  0.5 * weight_decay * (sum of the squares of the parameters `decay_mask`
+  marks), so `jax.grad` of it is `weight_decay * w` on exactly the parameters
+  that `create_optimizer` decays. It is for logging: the optimizer applies the
+  decay itself, so adding this to the training loss would decay twice.
+
+  Args:
+    params: a nested dict of parameters.
+    weight_decay: L2 coefficient; 0 (or less) for none, as in
+      `create_optimizer`.
+    weight_decay_param_names: the names to decay (see `decay_mask`).
+
+  Returns:
+    The penalty, a float32 scalar; 0.0 without weight decay.
+  """
+  total = jnp.zeros((), jnp.float32)
+  if weight_decay <= 0:
+    return total
+  flat = flax.traverse_util.flatten_dict(params)
+  mask = flax.traverse_util.flatten_dict(
+      decay_mask(params, weight_decay_param_names))
+  for path, decayed in mask.items():
+    if decayed:
+      total += jnp.sum(jnp.square(flat[path].astype(jnp.float32)))
+  return 0.5 * weight_decay * total
 
 
 def create_optimizer(schedule: optax.Schedule, *, rmsprop_decay: float,
@@ -96,7 +167,7 @@ def create_optimizer(schedule: optax.Schedule, *, rmsprop_decay: float,
     rmsprop_epsilon: epsilon, added inside the square root (paper: 1.0).
     grad_clip_norm: global-norm threshold (paper: 2.0); 0 for none.
     weight_decay: L2 coefficient (TF-slim: 4e-5); 0 for none.
-    weight_decay_param_names: leaf names that are decayed.
+    weight_decay_param_names: the names to decay (see `decay_mask`).
 
   Returns:
     The Optax transformation; its updates are added to the parameters.
@@ -113,6 +184,27 @@ def create_optimizer(schedule: optax.Schedule, *, rmsprop_decay: float,
       initial_scale=TF_RMSPROP_INITIAL_SCALE, eps_in_sqrt=True,
       momentum=rmsprop_momentum))
   return optax.chain(*parts)
+
+
+def optimizer_from_config(schedule: optax.Schedule,
+                          config: Any) -> optax.GradientTransformation:
+  """`create_optimizer` with the RMSProp, clipping and decay a config sets.
+
+  Args:
+    schedule: the learning-rate schedule.
+    config: a ConfigDict with the fields of configs/default.py's Training
+      section (rmsprop_*, grad_clip_norm, weight_decay,
+      weight_decay_param_names).
+
+  Returns:
+    The Optax transformation.
+  """
+  return create_optimizer(
+      schedule, rmsprop_decay=config.rmsprop_decay,
+      rmsprop_momentum=config.rmsprop_momentum,
+      rmsprop_epsilon=config.rmsprop_epsilon,
+      grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
+      weight_decay_param_names=config.weight_decay_param_names)
 
 
 def ema_decay_at(step: jax.Array, max_decay: float) -> jax.Array:

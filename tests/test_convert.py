@@ -6,7 +6,8 @@ and TF-slim files are written by the tests (a safetensors file, a checkpoint
 saved by `tf.compat.v1.train.Saver`) from random Flax variables; their names,
 counts and shapes are checked against facts of
 ../shared/reference/architectures.md (sections 6 and 11), and converting them
-back must give the variables exactly.
+back must give the variables exactly. Inception-v4 and Inception-ResNet-v1,
+which Keras lacks, are checked in tests/test_convert_blocks.py.
 """
 
 import functools

@@ -58,7 +58,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert process.returncode == 0, err[-3000:]
   assert 'Preempted: checkpoint of step' in err
   saved = [int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
-  # Saved at the first host step after the signal: past what was logged
-  # before it, long before the end and off the regular interval.
+  # Saved at the step after the signal: past what was logged before it, long
+  # before the end and off the regular interval.
   assert len(saved) == 1 and seen < saved[0] < 500
   assert runs.read_metrics(str(tmp_path))[-1]['step'] == saved[0]

@@ -2,7 +2,9 @@
 
 Counts and shapes go through `jax.eval_shape`, so they compile nothing. The
 pinned counts are the released graphs' (TF-slim, Keras, timm) at 299x299 with
-1000 classes; see ../shared/reference/architectures.md, section 6.
+1000 classes; see ../shared/reference/architectures.md, section 6. Dropout and
+BatchNorm are checked by what they do to a tiny network's activations in
+training and in evaluation, one compiled pass of each.
 """
 
 import functools
@@ -40,19 +42,28 @@ def _stage_shapes(name, size=299, **kwargs):
           if n in inter}
 
 
+# README.md's table gives the same counts, without / with the BatchNorm scale.
 @pytest.mark.parametrize('name,with_scale,without_scale,stats', [
     ('inception_v3', 23_834_568, 23_817_352, 34_432),
     ('inception_v4', 42_679_816, 42_648_232, 63_168),
     ('inception_resnet_v2', 55_843_464, 55_813_192, 60_544),
     ('inception_resnet_v1', 22_756_328, 22_742_808, 27_040),
+    # No released graph: the paper's drawing, as README.md counts it.
+    ('inception_resnet_v2_paper', 32_433_928, 32_417_496, 32_864),
 ])
 def test_parameter_counts_match_released_graphs(name, with_scale, without_scale,
                                                 stats):
+  # One trace per network: the TF-slim count is the timm count less the
+  # scales (test_batchnorm_has_no_scale_by_default pins that bn_scale=False
+  # drops exactly those).
   timm_style = _init_shapes(name, bn_scale=True)
-  slim_style = _init_shapes(name, bn_scale=False)
+  scales = [x for path, x in jax.tree_util.tree_flatten_with_path(
+      timm_style['params'])[0] if path[-1].key == 'scale']
   assert _count(timm_style['params']) == with_scale
-  assert _count(slim_style['params']) == without_scale
-  assert _count(slim_style['batch_stats']) == stats
+  assert _count(timm_style['params']) - _count(scales) == without_scale
+  assert _count(timm_style['batch_stats']) == stats
+  # One scale per BatchNorm channel, beside its moving mean and variance.
+  assert 2 * _count(scales) == stats
 
 
 @pytest.mark.parametrize('name,expected', [
@@ -132,6 +143,8 @@ def test_inception_resnet_v2_paper_resolutions(printed, b_width, c_width):
   assert s['block8_5'] == (8, 8, c_width)
   params = _init_shapes('inception_resnet_v2_paper',
                         projection_as_printed=printed)['params']
+  # README.md: the printed variant has 37,701,902 parameters.
+  assert _count(params) == (37_701_902 if printed else 32_417_496)
   # Only the first block of a stage whose width changes needs a shortcut.
   assert ('shortcut' in params['block17_1']) == printed
   assert 'shortcut' not in params['block17_2']
@@ -218,39 +231,157 @@ def _logits(model, variables, x):
   return jax.jit(functools.partial(model.apply, train=False))(variables, x)
 
 
-def test_training_exposes_aux_logits_and_zero_fraction_eval_plain_logits():
+def _images(seed=1):
+  return jax.random.uniform(jax.random.key(seed), (2, 75, 75, 3), minval=-1,
+                            maxval=1)
+
+
+@functools.cache
+def _train_pass():
+  """The tiny network with its aux head, its variables, and a jitted training pass.
+
+  The pass returns the logits and the new `batch_stats` and `intermediates`
+  (every submodule's output captured). One compilation serves every test.
+  """
   model = _tiny(aux_logits=True)
-  x = jax.random.uniform(jax.random.key(1), (2, 75, 75, 3), minval=-1, maxval=1)
-  variables = _init(model, x)
+  variables = _init(model, _images())
+  apply = jax.jit(lambda v, x, key: model.apply(
+      v, x, train=True, rngs={'dropout': key}, capture_intermediates=True,
+      mutable=['batch_stats', 'intermediates']))
+  return model, variables, apply
+
+
+@functools.cache
+def _eval_pass():
+  """The tiny network, its variables, and a jitted evaluation pass (no rng)."""
+  model = _tiny()
+  variables = _init(model, _images())
+  apply = jax.jit(functools.partial(
+      model.apply, train=False, capture_intermediates=True,
+      mutable=['intermediates']))
+  return model, variables, apply
+
+
+def _output(inter, *path):
+  for key in path:
+    inter = inter[key]
+  return np.asarray(inter['__call__'][0], np.float64)
+
+
+def _classifier(variables, features):
+  p = variables['params']['logits']
+  return features @ np.asarray(p['kernel'], np.float64) + np.asarray(p['bias'])
+
+
+def test_training_sows_aux_logits_and_zero_fraction():
+  model, variables, apply = _train_pass()
   assert 'aux_head' in variables['params']
-  logits, state = jax.jit(functools.partial(
-      model.apply, train=True, mutable=['batch_stats', 'intermediates']))(
-          variables, x, rngs={'dropout': jax.random.key(2)})
-  (aux,) = state['intermediates']['aux_logits']
-  (zero_fraction,) = state['intermediates']['zero_fraction']
+  logits, state = apply(variables, _images(), jax.random.key(2))
+  inter = state['intermediates']
+  (aux,) = inter['aux_logits']
+  (zero_fraction,) = inter['zero_fraction']
   assert logits.shape == aux.shape == (2, 7)
-  assert 0.0 < float(zero_fraction) < 1.0
-  # Training updates the BatchNorm statistics.
-  before = variables['batch_stats']['conv2d_1a_3x3']['bn']['mean']
-  after = state['batch_stats']['conv2d_1a_3x3']['bn']['mean']
-  assert not np.allclose(before, after)
-  # Evaluation: no aux head runs, no dropout, deterministic logits.
-  eval_logits, eval_state = jax.jit(functools.partial(
-      model.apply, train=False, mutable=['intermediates']))(variables, x)
-  assert 'aux_logits' not in eval_state['intermediates']
-  np.testing.assert_array_equal(eval_logits,
-                                _logits(model, variables, x))
+  # The aux head's own classifier, not a copy of the main logits.
+  np.testing.assert_array_equal(aux, _output(inter, 'aux_head', 'logits'))
+  assert float(np.max(np.abs(aux - logits))) > 0.1
+  last = _output(inter, 'conv2d_7b_1x1')
+  assert 0.05 < float(zero_fraction) < 0.95
+  assert float(zero_fraction) == pytest.approx(float(np.mean(last == 0)))
+  # Evaluation runs no aux head: it needs none of the head's variables and
+  # sows no aux logits (traced only, nothing compiled).
+  without_head = {collection: {k: v for k, v in tree.items() if k != 'aux_head'}
+                  for collection, tree in variables.items()}
+  _, eval_state = jax.eval_shape(functools.partial(
+      model.apply, train=False, mutable=['intermediates']), without_head,
+      _images())
+  assert set(eval_state['intermediates']) == {'zero_fraction'}
+
+
+def test_dropout_drops_a_fifth_of_the_pooled_features_in_training():
+  _, variables, apply = _train_pass()
+  x = _images()
+  logits, state = apply(variables, x, jax.random.key(2))
+  again, _ = apply(variables, x, jax.random.key(2))
+  other, other_state = apply(variables, x, jax.random.key(3))
+  np.testing.assert_array_equal(logits, again)  # same rng, same logits
+  assert float(np.max(np.abs(logits - other))) > 0.05 * float(np.std(logits))
+  inter = state['intermediates']
+  pooled = _output(inter, 'conv2d_7b_1x1').mean(axis=(1, 2))
+  dropped = _output(inter, 'Dropout_0')
+  live = pooled != 0
+  kept = dropped != 0
+  assert not np.any(kept & ~live)
+  # Kept features are scaled by 1 / keep = 1 / 0.8; about 20% are zeroed.
+  np.testing.assert_allclose(dropped[kept], pooled[kept] / 0.8, rtol=1e-5)
+  fraction = 1 - kept[live].mean()
+  assert 0.12 < fraction < 0.28, fraction  # 384 draws: 0.2 +- 0.02
+  other_kept = _output(other_state['intermediates'], 'Dropout_0') != 0
+  assert np.any(kept != other_kept)
+  # The classifier reads the dropped features.
+  np.testing.assert_allclose(logits, _classifier(variables, dropped), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_evaluation_needs_no_rng_and_drops_nothing():
+  _, variables, apply = _eval_pass()
+  logits, state = apply(variables, _images())  # no dropout rng given
+  inter = state['intermediates']
+  pooled = _output(inter, 'conv2d_7b_1x1').mean(axis=(1, 2))
+  # Unchanged, not scaled: what a network with dropout_rate=0 computes.
+  np.testing.assert_allclose(_output(inter, 'Dropout_0'), pooled, rtol=1e-6,
+                             atol=1e-7)
+  np.testing.assert_allclose(logits, _classifier(variables, pooled), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_batchnorm_normalises_with_the_batch_in_training():
+  _, variables, apply = _train_pass()
+  x = _images()
+  logits, state = apply(variables, x, jax.random.key(2))
+  inter = state['intermediates']
+  conv = _output(inter, 'conv2d_1a_3x3', 'conv')
+  mean, var = conv.mean(axis=(0, 1, 2)), conv.var(axis=(0, 1, 2))
+  bias = np.asarray(variables['params']['conv2d_1a_3x3']['bn']['bias'])
+  np.testing.assert_allclose(_output(inter, 'conv2d_1a_3x3', 'bn'),
+                             (conv - mean) / np.sqrt(var + 1e-3) + bias,
+                             rtol=1e-5, atol=1e-5)
+  # The moving averages move by 1 - momentum = 0.0003 toward the batch's.
+  old = variables['batch_stats']['conv2d_1a_3x3']['bn']
+  new = state['batch_stats']['conv2d_1a_3x3']['bn']
+  for key, batch in (('mean', mean), ('var', var)):
+    before = np.asarray(old[key], np.float64)
+    np.testing.assert_allclose(np.asarray(new[key]) - before,
+                               0.0003 * (batch - before), rtol=1e-3, atol=3e-8)
+  # Every other example changes an example's logits (same dropout mask).
+  changed = x.at[1].set(_images(seed=5)[1])
+  changed_logits, _ = apply(variables, changed, jax.random.key(2))
+  assert float(np.max(np.abs(changed_logits[0] - logits[0]))) > 0.01
+
+
+def test_batchnorm_uses_the_moving_averages_in_evaluation():
+  _, variables, apply = _eval_pass()
+  x = _images()
+  logits, state = apply(variables, x)
+  inter = state['intermediates']
+  conv = _output(inter, 'conv2d_1a_3x3', 'conv')
+  stats = variables['batch_stats']['conv2d_1a_3x3']['bn']
+  bias = np.asarray(variables['params']['conv2d_1a_3x3']['bn']['bias'])
+  expected = ((conv - np.asarray(stats['mean'], np.float64))
+              / np.sqrt(np.asarray(stats['var'], np.float64) + 1e-3) + bias)
+  np.testing.assert_allclose(_output(inter, 'conv2d_1a_3x3', 'bn'), expected,
+                             rtol=1e-5, atol=1e-5)
+  # An example's logits do not depend on the rest of the batch.
+  changed_logits, _ = apply(variables, x.at[1].set(_images(seed=5)[1]))
+  np.testing.assert_allclose(changed_logits[0], logits[0], rtol=1e-5, atol=1e-6)
+  assert float(np.max(np.abs(changed_logits[1] - logits[1]))) > 0.01
 
 
 def test_zero_fraction_counts_the_last_feature_map():
-  model = _tiny()
-  x = jax.random.uniform(jax.random.key(1), (2, 75, 75, 3), minval=-1, maxval=1)
-  variables = _init(model, x)
-  _, state = jax.jit(functools.partial(
-      model.apply, train=False, capture_intermediates=True,
-      mutable=['intermediates']))(variables, x)
+  _, variables, apply = _eval_pass()
+  _, state = apply(variables, _images())
   last = state['intermediates']['conv2d_7b_1x1']['__call__'][0]
   (zero_fraction,) = state['intermediates']['zero_fraction']
+  assert 0.05 < float(zero_fraction) < 0.95
   assert float(zero_fraction) == pytest.approx(float(jnp.mean(last == 0)))
 
 
@@ -266,7 +397,8 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
   assert _logits(model, variables, x).dtype == jnp.float32
 
 
-def test_batchnorm_settings_are_the_released_ones():
+def test_batchnorm_has_no_scale_by_default():
+  # The released settings; the tests above check their effect.
   model = _tiny()
   assert (model.bn_momentum, model.bn_epsilon, model.bn_scale) == (0.9997, 1e-3,
                                                                    False)
