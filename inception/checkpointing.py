@@ -125,7 +125,11 @@ class Checkpointer:
     The estimate is the state's size in memory (compression saves about a
     tenth on trained weights), so a save never starts that would fail
     halfway; a disk that fills up during a save is caught from the error.
+    The save still in flight is waited for first (Orbax's save would wait
+    for it anyway), so that the free space and the newest complete
+    checkpoint named in the error are those after it.
     """
+    self._finish(self._manager.wait_until_finished)
     needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
     free = shutil.disk_usage(self._directory).free
     if needed > free:
