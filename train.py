@@ -421,8 +421,8 @@ def _train_loop(run: _Run, state: TrainState, start_step: int,
   return state, scalars, False
 
 
-def _recipe(config: Any, plan: plan_lib.Plan
-            ) -> tuple[optax.Schedule, optax.GradientTransformation]:
+def recipe(config: Any, plan: plan_lib.Plan
+           ) -> tuple[optax.Schedule, optax.GradientTransformation]:
   """The learning-rate schedule and the optimizer the config describes."""
   schedule = optim.learning_rate_schedule(
       plan.learning_rate, plan.steps_per_epoch, config.learning_rate_decay_rate,
@@ -460,7 +460,7 @@ def train_and_evaluate(config: Any, workdir: str) -> tuple[TrainState, dict]:
       lambda config: _input_pipeline().get_dataset_info(config))
   input_pipeline = _input_pipeline()
   model = models.create_model_from_config(config, plan.num_classes)
-  schedule, tx = _recipe(config, plan)
+  schedule, tx = recipe(config, plan)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints'),
       every_steps=config.checkpoint_every_steps,

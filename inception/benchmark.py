@@ -1,6 +1,59 @@
 """Speed benchmarks. Prints one JSON object.
 
+  python -m inception.benchmark --mode=train|infer --model=inception_v4 \
+      --batch_size=64 --image_size=299 --dtype=bfloat16 \
+      [--steps=20] [--warmup=3] [--reference=timm]
   python -m inception.benchmark --mode=pipeline
+
+Train mode (inception/benchmark_steps.py) times the training step a run
+uses: the network, optimizer, learning-rate schedule and recipe of the
+network's config (configs/<model>.py over configs/imagenet.py over
+configs/default.py, or the file --config names; --batch_size, --image_size,
+--dtype and --aux_logits override it), `train.create_train_state` and
+`train.make_train_step`, jitted with the state donated and the shardings
+train.py gives them, over all devices with the batch on P('data'). Infer
+mode times train.py's evaluation step (the forward pass with train=False,
+the softmax and the top-k counts). The batch is synthetic, made once on the
+devices and fed to every step, so neither mode measures the input pipeline.
+Each step is timed to its completion (block_until_ready) after --warmup
+untimed steps. The figures:
+
+- images_per_sec: the batch over the median step time
+  (step_seconds_median);
+- init_seconds: building the train state (infer: the variables) as a run
+  does, its compilation included; compile_seconds: lowering and compiling
+  the step. A persistent compilation cache (compilation_cache_dir) shortens
+  both;
+- peak_memory_bytes: the largest peak_bytes_in_use of the devices where the
+  backend keeps memory statistics (GPUs, TPUs; the whole process so far),
+  else what XLA's memory analysis of the compiled step says one device
+  holds (arguments, outputs and temporaries less the donated buffers the
+  outputs reuse; CPUs); peak_memory_source says which;
+- flops_per_image: XLA's cost analysis of the compiled step (the program
+  each device runs, times the devices) over the batch, optimizer and moving
+  average included; achieved_flops_per_sec = flops_per_image *
+  images_per_sec; peak_flops_per_sec: the median rate of a square matmul
+  (--matmul_size) in the same dtype on every device at once, in the same
+  run (float32 as JAX computes it by default: TF32 on recent GPUs, as the
+  network's convolutions); peak_fraction = achieved / peak;
+- context: model, config file, batch_size, image_size, dtype, aux_logits,
+  num_classes, backend, device_kind, num_devices, params, the JAX and jaxlib
+  versions.
+
+--reference=timm (PyTorch and timm installed; inception/benchmark_reference.py)
+also builds timm's implementation of the same network (inception_v3,
+inception_v4, inception_resnet_v2) and a comparable step, on the same batch
+and dtype, and times the two in the same process in alternating rounds of
+--steps_per_round steps each; it adds reference_images_per_sec, ratio (this
+project's images per second over timm's), reference_params beside
+released_graph_params (this project's network with timm's learned
+BatchNorm scale: reference_params_match says whether they agree) and the
+PyTorch and timm versions. JAX is then left 45% of a GPU's memory
+(XLA_PYTHON_CLIENT_MEM_FRACTION, reported as jax_memory_fraction) so that
+PyTorch has room.
+
+Train and infer modes import neither TensorFlow, ml_collections nor CLU: the
+config files are read by inception/config_files.py.
 
 Pipeline mode: images per second of the host's share of the training
 preprocessing at 299x299 (inception/preprocessing.py with the crop and the
@@ -21,12 +74,46 @@ imported where only JAX is installed.
 import json
 import os
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
 
-_MODE = flags.DEFINE_enum('mode', 'pipeline', ['pipeline'],
-                          'What to measure.')
+from inception import models
+
+_MODE = flags.DEFINE_enum(
+    'mode', 'pipeline', ['pipeline', 'train', 'infer'],
+    'What to measure: the input pipeline, the train step or the eval step.')
+_MODEL = flags.DEFINE_enum(
+    'model', None, models.MODEL_NAMES,
+    'Network; its recipe comes from configs/<model>.py (configs/imagenet.py '
+    'where it has none). Default: --config\'s network, else inception_v4.')
+_CONFIG = flags.DEFINE_string(
+    'config', None, 'Config file to take the network and recipe from instead '
+    '(e.g. configs/tiny.py).')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', None, 'Global batch; default: the config\'s (pipeline: 64).')
+_IMAGE_SIZE = flags.DEFINE_integer(
+    'image_size', None, 'Image side; default: the config\'s (pipeline: 299).')
+_DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
+                           'Compute dtype; default: the config\'s.')
+_AUX_LOGITS = flags.DEFINE_bool(
+    'aux_logits', None, 'Auxiliary head on or off; default: the config\'s '
+    '(timm\'s v4 and IRv2 have none).')
+_STEPS = flags.DEFINE_integer(
+    'steps', 20, 'Timed steps (of each side with --reference); the median '
+    'counts.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps before the timed.')
+_STEPS_PER_ROUND = flags.DEFINE_integer(
+    'steps_per_round', 5, 'With --reference: steps one side runs before the '
+    'other takes its turn.')
+_MATMUL_SIZE = flags.DEFINE_integer(
+    'matmul_size', None, 'Side of the square matmul that measures the peak '
+    'rate; default: 8192 on accelerators, 2048 on CPUs.')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classifier width.')
+_REFERENCE = flags.DEFINE_enum(
+    'reference', None, ['timm'], 'Also time this implementation of the same '
+    'network, interleaved, in the same process.')
 _NUM_IMAGES = flags.DEFINE_integer(
     'num_images', 256, 'Images preprocessed per measurement.')
 _ROUNDS = flags.DEFINE_integer(
@@ -151,12 +238,46 @@ def pipeline_benchmark(num_images: int, rounds: int, image_size: int = 299,
   }
 
 
+def _step_mode() -> dict[str, Any]:
+  """Train or infer mode from the flags."""
+  from inception import benchmark_steps  # pylint: disable=g-import-not-at-top
+  from inception import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  config, path = benchmark_steps.benchmark_config(
+      _MODEL.value, _CONFIG.value, batch_size=_BATCH_SIZE.value,
+      image_size=_IMAGE_SIZE.value, dtype=_DTYPE.value,
+      aux_logits=_AUX_LOGITS.value)
+  if _REFERENCE.value:
+    from inception import benchmark_reference  # pylint: disable=g-import-not-at-top
+    try:
+      benchmark_reference.check(config)
+    except benchmark_reference.Unavailable as e:
+      raise SystemExit(f'benchmark: {e}') from None
+    # JAX takes 75% of a GPU's memory at start; leave PyTorch its share.
+    os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.45')
+  try:
+    result = benchmark_steps.step_benchmark(
+        config, _MODE.value, steps=_STEPS.value, warmup=_WARMUP.value,
+        steps_per_round=_STEPS_PER_ROUND.value, matmul_size=_MATMUL_SIZE.value,
+        num_classes=_NUM_CLASSES.value, reference=_REFERENCE.value)
+  except plan_lib.ConfigError as e:
+    raise SystemExit(f'benchmark: {e}') from None
+  result['config'] = os.path.relpath(path)
+  result['jax_memory_fraction'] = os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION')
+  return result
+
+
 def main(argv):
   del argv
-  modes = {'pipeline': lambda: pipeline_benchmark(
-      _NUM_IMAGES.value, _ROUNDS.value, num_jpegs=_NUM_JPEGS.value,
-      canvas_size=_CANVAS_SIZE.value)}
-  print(json.dumps(modes[_MODE.value](), sort_keys=True))
+  if _MODE.value == 'pipeline':
+    sizes = {name: flag.value for name, flag in (('image_size', _IMAGE_SIZE),
+                                                 ('batch_size', _BATCH_SIZE))
+             if flag.value is not None}
+    result = pipeline_benchmark(
+        _NUM_IMAGES.value, _ROUNDS.value, num_jpegs=_NUM_JPEGS.value,
+        canvas_size=_CANVAS_SIZE.value, **sizes)
+  else:
+    result = _step_mode()
+  print(json.dumps(result, sort_keys=True))
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from inception import blocks
+from inception import conv as conv_op
 from inception import layers
 from inception.layers import MaxPool, conv, conv_v
 
@@ -250,8 +251,8 @@ class Inception(nn.Module):
       raise ValueError(f'images must be NHWC and at least {MIN_INPUT_SIZE}x'
                        f'{MIN_INPUT_SIZE}, got shape {x.shape}; resize them or '
                        f'raise image_size')
-    conv_def = functools.partial(nn.Conv, dtype=self.dtype,
-                          kernel_init=_CONV_INITS[self.conv_init])
+    conv_def = functools.partial(conv_op.Conv, dtype=self.dtype,
+                                 kernel_init=_CONV_INITS[self.conv_init])
     # Two-pass batch variance, as TensorFlow and PyTorch compute it in training.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -162,6 +163,62 @@ def test_epochs_visit_each_process_part_once(folder):
     a, b = next(whole), next(resumed)
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['augment'], b['augment'])
+
+
+def _local_batches(source, config, start_step, count):
+  """Process 1 of 2's batches of 4 (3 an epoch) from start_step on."""
+  stream = input_pipeline.local_train_batches(source, config, 1, 2, 4,
+                                              start_step)
+  batches = [next(stream) for _ in range(count)]
+  stream.close()  # Ends the epoch it was starting ahead.
+  return batches
+
+
+def test_stream_across_epochs_equals_streams_started_in_each(folder):
+  config = _config(*folder)
+  source = _source(config, 'train')
+  whole = _local_batches(source, config, 2, 10)  # Steps 2 to 11: 4 epochs.
+  started = [_local_batches(source, config, 2, 1)] + [
+      _local_batches(source, config, 3 * epoch, 3) for epoch in (1, 2, 3)]
+  each = [batch for epoch in started for batch in epoch]
+  for a, b in zip(whole, each, strict=True):
+    assert sorted(a) == sorted(b)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_next_epoch_is_started_before_it_is_needed(folder, monkeypatch):
+  # 3 batches an epoch; a window of 7 examples is 1 batch of 8, so the next
+  # epoch starts when the last batch of the current one is given.
+  config = _config(*folder)
+  source = _source(config, 'train')
+  calls, built = [], {epoch: threading.Event() for epoch in range(3)}
+  train_epoch = input_pipeline._train_epoch
+
+  def recording(*args):
+    epoch, first_batch = args[5:]
+    calls.append((epoch, first_batch, threading.current_thread()))
+    dataset = train_epoch(*args)
+    built[epoch].set()
+    return dataset
+
+  monkeypatch.setattr(input_pipeline, '_train_epoch', recording)
+  stream = input_pipeline.local_train_batches(source, config, 0, 1, 8, 0)
+  batches = [next(stream) for _ in range(2)]
+  assert [call[:2] for call in calls] == [(0, 0)]  # Not more than needed.
+  batches.append(next(stream))
+  # Built while the consumer holds the last batch of epoch 0 (the old
+  # stream built an epoch when its first batch was asked for), and not on
+  # the consumer's thread.
+  assert built[1].wait(timeout=60)
+  assert [call[:2] for call in calls] == [(0, 0), (1, 0)]
+  assert calls[1][2] is not threading.current_thread()
+  batches += [next(stream) for _ in range(3)]
+  assert built[2].wait(timeout=60)
+  assert [call[0] for call in calls] == [0, 1, 2]  # One pipeline an epoch.
+  stream.close()
+  labels = [tuple(b['label']) for b in batches]
+  assert labels[:3] != labels[3:]
 
 
 @pytest.mark.parametrize('process_count', [1, 2, 3])
