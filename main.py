@@ -22,6 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from inception import checkpointing
+from inception import compilation_cache
 from inception import console
 from inception import evaluation
 from inception import multihost
@@ -105,6 +106,7 @@ def main(argv):
   console.setup()
   multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                        FLAGS.process_id)
+  compilation_cache.setup(FLAGS.config.compilation_cache_dir)
   try:
     if FLAGS.mode == 'eval':
       _evaluate(FLAGS.config, FLAGS.workdir)

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from inception import checkpointing
+from inception import initializers
 from inception import metrics_io
 from inception import models
 from inception import multihost
@@ -284,26 +285,36 @@ def create_train_state(model: Any, tx: optax.GradientTransformation,
   Returns:
     (state or None, abstract state with shardings, state shardings).
   """
-  def init():
-    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    params_rng, dropout_rng = jax.random.split(init_rng)
-    size = config.image_size
-    images = jnp.zeros((1, size, size, 3), jnp.float32)
-    variables = model.init({'params': params_rng, 'dropout': dropout_rng},
-                           images, train=False)
-    params, stats = variables['params'], variables.get('batch_stats', {})
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  params_rng, dropout_rng = jax.random.split(init_rng)
+  size = config.image_size
+
+  def variables():
+    return model.init({'params': params_rng, 'dropout': dropout_rng},
+                      jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+
+  def init(drawn):
+    # The random kernels come drawn: see inception/initializers.py.
+    with initializers.drawn_from(drawn):
+      params_and_stats = variables()
+    params = params_and_stats['params']
+    stats = params_and_stats.get('batch_stats', {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=stats, opt_state=tx.init(params),
                       ema={'params': params, 'batch_stats': stats},
                       rng=train_rng)
 
-  abstract = jax.eval_shape(init)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  shardings = jax.tree.map(lambda _: replicated, abstract)
+  state = None
+  if materialize:
+    state = jax.jit(init, out_shardings=replicated)(
+        initializers.draw(variables, params_rng, replicated))
+  shapes = (state if materialize
+            else jax.eval_shape(init, initializers.shapes(variables)))
   abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract, shardings)
-  state = jax.jit(init, out_shardings=shardings)() if materialize else None
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+      shapes)
+  shardings = jax.tree.map(lambda _: replicated, abstract)
   return state, abstract, shardings
 
 

@@ -146,6 +146,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Orbax checkpoint this often, at the end and on SIGTERM; keeps the last few.
   config.checkpoint_every_steps = 1000
   config.checkpoints_to_keep = 3
+  # Compiled steps are kept here and reused by later runs that compile the
+  # same programs (inception/compilation_cache.py); '' keeps none. The
+  # environment variable JAX_COMPILATION_CACHE_DIR, where set, wins.
+  config.compilation_cache_dir = '~/.cache/inception/xla'
   # Seeds parameters, dropout and the input order; resumed runs reuse it.
   config.seed = 0
   # Fine-tuning: a directory of converted weights (python -m inception.convert

@@ -23,6 +23,7 @@ import jaxlib
 import numpy as np
 
 from inception import config_files
+from inception import initializers
 from inception import models
 from inception import multihost
 from inception import plan as plan_lib
@@ -156,15 +157,22 @@ def _infer_step(config: Any, plan: plan_lib.Plan, model: Any,
   del plan
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-  def init():
+  key = jax.random.key(config.seed)
+
+  def create():
     images = jnp.zeros((1, config.image_size, config.image_size, 3))
-    key = jax.random.key(config.seed)
-    variables = model.init({'params': key, 'dropout': key}, images, train=False)
+    return model.init({'params': key, 'dropout': key}, images, train=False)
+
+  def init(drawn):
+    with initializers.drawn_from(drawn):
+      variables = create()
     return {'params': variables['params'],
             'batch_stats': variables.get('batch_stats', {})}
 
   start = time.perf_counter()
-  variables = jax.block_until_ready(jax.jit(init, out_shardings=replicated)())
+  drawn = initializers.draw(create, key)
+  variables = jax.block_until_ready(
+      jax.jit(init, out_shardings=replicated)(drawn))
   init_seconds = time.perf_counter() - start
   step = jax.jit(train.make_eval_step(model), out_shardings=replicated)
   start = time.perf_counter()

@@ -59,8 +59,11 @@ def setup() -> None:
   """
   if verbose():
     return
-  # TensorFlow reads this when it loads: 1 hides its C++ INFO lines.
+  # TensorFlow reads these when it loads: 1 hides its C++ INFO lines; its
+  # oneDNN kernels (for ops the input pipeline does not use) announce
+  # themselves before that level applies, on CPUs that have them.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   handler = absl_logging.get_absl_handler()
   handler.addFilter(_UserFilter())
   handler.setFormatter(_UserFormatter())

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from inception import blocks
 from inception import conv as conv_op
+from inception import initializers
 from inception import layers
 from inception.layers import MaxPool, conv, conv_v
 
@@ -190,8 +191,8 @@ NETWORKS: dict[str, NetworkDef] = {
 MODEL_NAMES = tuple(NETWORKS)
 
 _CONV_INITS = {
-    'he': nn.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal'),
-    'glorot': nn.initializers.xavier_uniform(),
+    'he': initializers.VarianceScaling(2.0, 'fan_in', 'truncated_normal'),
+    'glorot': initializers.xavier_uniform(),
 }
 
 
@@ -260,7 +261,7 @@ class Inception(nn.Module):
                       use_fast_variance=False)
     conv_bn = functools.partial(layers.ConvBN, conv=conv_def, norm=norm)
     dense = functools.partial(nn.Dense, dtype=self.dtype,
-                              kernel_init=nn.initializers.xavier_uniform())
+                              kernel_init=initializers.xavier_uniform())
 
     x = x.astype(self.dtype)
     for name, layer in self.layers:

@@ -37,8 +37,10 @@ import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 # TensorFlow's C++ warnings (a failed decode logs one that repeats the error
-# this tool names in its own line) stay hidden unless asked for.
+# this tool names in its own line) stay hidden unless asked for, and so does
+# the line announcing its oneDNN kernels (which no op here uses).
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app

@@ -34,7 +34,8 @@ FREE_FIELDS = (
     'num_epochs', 'num_train_steps', 'log_every_steps', 'eval_every_epochs',
     'checkpoint_every_steps', 'checkpoints_to_keep', 'eval_split', 'eval_crop',
     'eval_crop_fraction', 'eval_views', 'eval_step', 'eval_weights',
-    'prefetch_batches', 'data_dir', 'init_from', 'allow_resume_changes')
+    'prefetch_batches', 'data_dir', 'init_from', 'allow_resume_changes',
+    'compilation_cache_dir')
 
 # The pseudo-field of the process count, as `allow_resume_changes` names it.
 PROCESSES = 'processes'
