@@ -40,6 +40,9 @@ untimed steps. The figures:
   num_classes, backend, device_kind, num_devices, params, the JAX and jaxlib
   versions.
 
+--profile adds 'profile': where two traced steps' time went, by direction,
+XLA kind, stage and layer (inception/step_profile.py).
+
 --reference=timm (PyTorch and timm installed; inception/benchmark_reference.py)
 also builds timm's implementation of the same network (inception_v3,
 inception_v4, inception_resnet_v2) and a comparable step, on the same batch
@@ -114,6 +117,10 @@ _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classifier width.')
 _REFERENCE = flags.DEFINE_enum(
     'reference', None, ['timm'], 'Also time this implementation of the same '
     'network, interleaved, in the same process.')
+_PROFILE = flags.DEFINE_bool(
+    'profile', False, 'Train and infer modes: also trace two steps and add '
+    'where their time goes, by operation, direction and layer, under '
+    '"profile" (inception/step_profile.py).')
 _NUM_IMAGES = flags.DEFINE_integer(
     'num_images', 256, 'Images preprocessed per measurement.')
 _ROUNDS = flags.DEFINE_integer(
@@ -258,7 +265,8 @@ def _step_mode() -> dict[str, Any]:
     result = benchmark_steps.step_benchmark(
         config, _MODE.value, steps=_STEPS.value, warmup=_WARMUP.value,
         steps_per_round=_STEPS_PER_ROUND.value, matmul_size=_MATMUL_SIZE.value,
-        num_classes=_NUM_CLASSES.value, reference=_REFERENCE.value)
+        num_classes=_NUM_CLASSES.value, reference=_REFERENCE.value,
+        profile=_PROFILE.value)
   except plan_lib.ConfigError as e:
     raise SystemExit(f'benchmark: {e}') from None
   result['config'] = os.path.relpath(path)

@@ -27,6 +27,7 @@ from inception import initializers
 from inception import models
 from inception import multihost
 from inception import plan as plan_lib
+from inception import step_profile
 import train
 
 
@@ -284,7 +285,8 @@ def flops_per_step(compiled: Any, num_devices: int) -> float | None:
 def step_benchmark(config: Any, mode: str, *, steps: int = 20, warmup: int = 3,
                    steps_per_round: int = 5, matmul_size: int | None = None,
                    num_classes: int = 1000,
-                   reference: str | None = None) -> dict[str, Any]:
+                   reference: str | None = None,
+                   profile: bool = False) -> dict[str, Any]:
   """Times the train or eval step of the network and recipe `config` gives.
 
   Args:
@@ -297,6 +299,8 @@ def step_benchmark(config: Any, mode: str, *, steps: int = 20, warmup: int = 3,
       2048 on CPUs.
     num_classes: classifier width.
     reference: 'timm' to time timm's network beside it, or None.
+    profile: also trace two steps and add `step_profile.profile`'s summary
+      under 'profile'.
 
   Returns:
     The figures of the module docstring.
@@ -337,6 +341,8 @@ def step_benchmark(config: Any, mode: str, *, steps: int = 20, warmup: int = 3,
       'peak_flops_per_sec': peak, 'peak_matmul_size': matmul_size,
       'peak_fraction': None if achieved is None else achieved / peak,
   }
+  if profile:
+    result['profile'] = step_profile.profile(step.run, step.compiled)
   if reference is not None:
     reference_ips = config.batch_size / float(np.median(times['reference']))
     result.update(ref.summary(), reference_images_per_sec=reference_ips,
