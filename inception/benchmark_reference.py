@@ -23,7 +23,8 @@ The reference step is as close to the project's as the two libraries allow:
 - bfloat16 through `torch.autocast`; on CUDA channels_last memory, TF32
   for float32 (JAX's default on GPUs) and `cudnn.benchmark` (convolution
   algorithms chosen by timing, as XLA's autotuning does, during the warm-up
-  steps); on a CPU all cores (`torch.set_num_threads(os.cpu_count())`).
+  steps); on a CPU one thread per core the process may run on
+  (`os.sched_getaffinity`: under `taskset -c 0`, one).
 
 timm's network runs eagerly (no `torch.compile`).
 """
@@ -118,7 +119,7 @@ class TimmReference:
       torch.backends.cudnn.allow_tf32 = True
       torch.backends.cudnn.benchmark = True
     else:
-      torch.set_num_threads(os.cpu_count())
+      torch.set_num_threads(len(os.sched_getaffinity(0)))
     self._aux = (mode == 'train' and config.aux_logits
                  and config.model == 'inception_v3')
     extra = {'aux_logits': True} if self._aux else {}
