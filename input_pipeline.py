@@ -3,6 +3,8 @@
 Datasets (`config.dataset`):
   'builtin'        generated shapes and textures (inception/builtin_dataset.py),
                    prepared under the TFDS data dir on first use;
+  'builtin_hard'   small filled shapes among clutter, 25 classes
+                   (inception/builtin_hard_dataset.py), prepared the same way;
   'folder:<path>'  a folder of the user's images, one subfolder per class
                    (inception/image_folder.py), written as a TFDS dataset once;
   any other name   a TFDS image-classification dataset, e.g. 'imagenet2012'

@@ -53,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_overrides = get_model_config()
 
   # ---- Data --------------------------------------------------------------
-  # 'builtin' (generated shapes, no download), a TFDS name ('imagenet2012'),
+  # 'builtin' (generated shapes, no download), 'builtin_hard' (25 classes of
+  # small shapes among clutter, no download), a TFDS name ('imagenet2012'),
   # or 'folder:/path/to/images' (one subfolder per class).
   config.dataset = 'builtin'
   # TFDS data directory: prepared datasets, ImageNet's downloads/manual/ and

@@ -18,6 +18,7 @@ the training crops (a tenth of the image or more) still show it.
 """
 
 import functools
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +41,7 @@ def _noise_field() -> np.ndarray:
   return rng.standard_normal((3, _NOISE_SIDE, _NOISE_SIDE), dtype=np.float32)
 
 
-def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray,
+def shape_mask(label: int, dy: np.ndarray, dx: np.ndarray,
                 r: np.ndarray) -> np.ndarray:
   """Pixels inside the shape of class `label`, at offsets (dy, dx) from its centre."""
   ay, ax = np.abs(dy), np.abs(dx)
@@ -88,9 +89,42 @@ def _pattern_mask(label: int, h: int, w: int,
   local = np.arange(cell, dtype=np.float32) + 0.5
   dy = local[None, :, None, None] - centre_y.astype(np.float32)
   dx = local[None, None, None, :] - centre_x.astype(np.float32)
-  mask = _shape_mask(label, dy, dx, radius)
+  mask = shape_mask(label, dy, dx, radius)
   mask &= rng.random((ny, 1, nx, 1)) < 0.75
   return mask.reshape(ny * cell, nx * cell)[:h, :w]
+
+
+def image_size(rng: np.random.Generator) -> tuple[int, int]:
+  """(height, width) of an image: 100 to 200 rows, aspect 0.67 to 1.5."""
+  h = int(rng.integers(100, 201))
+  w = int(np.clip(round(h * np.exp(rng.uniform(-0.4, 0.4))), 100, 300))
+  return h, w
+
+
+def contrasting_colour(colour: np.ndarray,
+                       rng: np.random.Generator) -> np.ndarray:
+  """A random RGB colour at least 180 levels (summed) away from `colour`."""
+  other = rng.uniform(0, 255, size=3)
+  while np.abs(other - colour).sum() < 180:
+    other = rng.uniform(0, 255, size=3)
+  return other
+
+
+def background_ramp(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+  """[h, w] linear brightness gradient of up to 30 levels each way."""
+  return (np.linspace(-1, 1, w, dtype=np.float32)[None, :] * rng.uniform(-30, 30)
+          + np.linspace(-1, 1, h, dtype=np.float32)[:, None] * rng.uniform(-30, 30))
+
+
+def add_noise_and_quantise(image: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+  """uint8 [h, w, 3] of a float [3, h, w] image plus random pixel noise."""
+  _, h, w = image.shape
+  # A window of a fixed noise field, far cheaper than drawing the noise.
+  y, x = rng.integers(0, _NOISE_SIDE - 300, size=2)
+  image = image + _noise_field()[:, y:y + h, x:x + w] * np.float32(
+      rng.uniform(3, 15))
+  return np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def draw_example(label: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,54 +137,58 @@ def draw_example(label: int, rng: np.random.Generator) -> np.ndarray:
   Returns:
     The image; its size, colours and layout come from `rng`.
   """
-  h = int(rng.integers(100, 201))
-  w = int(np.clip(round(h * np.exp(rng.uniform(-0.4, 0.4))), 100, 300))
+  h, w = image_size(rng)
   background = rng.uniform(0, 255, size=3)
-  foreground = rng.uniform(0, 255, size=3)
-  while np.abs(foreground - background).sum() < 180:
-    foreground = rng.uniform(0, 255, size=3)
+  foreground = contrasting_colour(background, rng)
   mask = _pattern_mask(label, h, w, rng)
-  ramp = (np.linspace(-1, 1, w, dtype=np.float32)[None, :] * rng.uniform(-30, 30)
-          + np.linspace(-1, 1, h, dtype=np.float32)[:, None] * rng.uniform(-30, 30))
+  ramp = background_ramp(h, w, rng)
   # Channels first: numpy broadcasts a [h, w] mask over them quickly.
   background = background[:, None, None].astype(np.float32) + ramp
   foreground = foreground[:, None, None].astype(np.float32)
   image = background + mask * (foreground - background)
-  # Pixel noise: a window of a fixed noise field, far cheaper than drawing it.
-  y, x = rng.integers(0, _NOISE_SIDE - 300, size=2)
-  image += _noise_field()[:, y:y + h, x:x + w] * np.float32(rng.uniform(3, 15))
-  return np.clip(image, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+  return add_noise_and_quantise(image, rng)
 
 
 class BuiltinShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """TFDS builder of the built-in dataset (module docstring)."""
+  """TFDS builder of the built-in dataset (module docstring).
+
+  A builder of another generated dataset subclasses it and sets the four
+  attributes below (inception/builtin_hard_dataset.py).
+  """
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Ten shape and texture classes.'}
   # No download checksums to find beside the code. Locating the code makes
   # TFDS 4.9 import importlib_resources, which it does not install.
   code_path = None
+  # The classes, examples per split, root seed and drawing function
+  # (label, rng) -> uint8 image.
+  class_names = CLASS_NAMES
+  num_examples = NUM_EXAMPLES
+  seed = _SEED
+  draw = staticmethod(draw_example)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
+        description=sys.modules[type(self).__module__].__doc__,
         features=tfds.features.FeaturesDict({
             'image': tfds.features.Image(shape=(None, None, 3),
                                          encoding_format='jpeg'),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
+            'label': tfds.features.ClassLabel(names=self.class_names),
         }),
         supervised_keys=('image', 'label'),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split) for split in NUM_EXAMPLES}
+    return {split: self._generate_examples(split)
+            for split in self.num_examples}
 
   def _generate_examples(self, split: str):
-    for index in range(NUM_EXAMPLES[split]):
-      rng = np.random.default_rng([_SEED, _SPLIT_SEEDS[split], index])
-      label = index % len(CLASS_NAMES)
-      image = draw_example(label, rng)
+    for index in range(self.num_examples[split]):
+      rng = np.random.default_rng([self.seed, _SPLIT_SEEDS[split], index])
+      label = index % len(self.class_names)
+      image = self.draw(label, rng)
       quality = int(rng.integers(75, 96))
       jpeg = tf.io.encode_jpeg(image, quality=quality).numpy()
       yield index, {'image': jpeg, 'label': label}

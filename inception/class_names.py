@@ -13,8 +13,9 @@ Two names occur twice, each time for two different synsets: 'crane' (134 the
 bird, 517 the machine) and 'maillot' (638 and 639); the synset tells them
 apart.
 
-Other datasets (`for_dataset`): 'builtin' has the names of
-inception/builtin_dataset.py, 'folder:<path>' its class folders' names in
+Other datasets (`for_dataset`): 'builtin' and 'builtin_hard' have the names
+of inception/builtin_dataset.py and inception/builtin_hard_dataset.py,
+'folder:<path>' its class folders' names in
 label order, and any other dataset is named 'class 0', 'class 1', ...
 """
 
@@ -119,6 +120,9 @@ def _named(dataset: str) -> tuple[str, ...] | None:
     # Lazily: builtin_dataset imports TensorFlow.
     from inception import builtin_dataset  # pylint: disable=g-import-not-at-top
     return tuple(builtin_dataset.CLASS_NAMES)
+  if dataset == 'builtin_hard':
+    from inception import builtin_hard_dataset  # pylint: disable=g-import-not-at-top
+    return tuple(builtin_hard_dataset.CLASS_NAMES)
   if dataset.startswith('folder:'):
     root = dataset[len('folder:'):]
     try:
@@ -133,8 +137,8 @@ def for_dataset(dataset: str, num_classes: int) -> tuple[str, ...]:
   """Names of the classes of a run's dataset, by label.
 
   Args:
-    dataset: the run's `config.dataset`: 'builtin', 'folder:<path>' or a TFDS
-      name.
+    dataset: the run's `config.dataset`: 'builtin', 'builtin_hard',
+      'folder:<path>' or a TFDS name.
     num_classes: the network's number of classes.
 
   Returns:

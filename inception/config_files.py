@@ -115,10 +115,14 @@ def _execute(path: str, loaded: dict[str, types.ModuleType]) -> types.ModuleType
       return _ML_COLLECTIONS
     if level == 0 and name.split('.')[0] == 'configs':
       package = types.SimpleNamespace()
-      # `from configs import a` and `import configs.a` both need configs.a.
-      for module in list(fromlist or ()) + name.split('.')[1:2]:
-        setattr(package, module, _execute(
-            os.path.join(CONFIGS_DIR, module + '.py'), loaded))
+      folders = name.split('.')[1:]
+      if fromlist:  # `from configs[.sweeps] import a`: configs/[sweeps/]a.py
+        for module in fromlist:
+          setattr(package, module, _execute(
+              os.path.join(CONFIGS_DIR, *folders, module + '.py'), loaded))
+      elif folders:  # `import configs.a` binds configs, holding configs.a.
+        setattr(package, folders[0], _execute(
+            os.path.join(CONFIGS_DIR, folders[0] + '.py'), loaded))
       return package
     return builtins.__import__(name, globals_, locals_, fromlist, level)
 

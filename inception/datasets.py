@@ -1,6 +1,7 @@
 """Which dataset a config names, prepared on first use, and reading its splits.
 
-`config.dataset` is 'builtin' (inception/builtin_dataset.py), 'folder:<path>'
+`config.dataset` is 'builtin' (inception/builtin_dataset.py), 'builtin_hard'
+(inception/builtin_hard_dataset.py), 'folder:<path>'
 (inception/image_folder.py) or the name of a TFDS image-classification
 dataset such as 'imagenet2012'. All are TFDS datasets under `config.data_dir`
 and are read the same way: records of a split range, in their stored order,
@@ -24,6 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception import builtin_dataset
+from inception import builtin_hard_dataset
 from inception import image_folder
 
 
@@ -112,6 +114,8 @@ def _builder(config: Any) -> Any:
   name = config.dataset
   if name == 'builtin':
     return builtin_dataset.BuiltinShapes(data_dir=config.data_dir)
+  if name == 'builtin_hard':
+    return builtin_hard_dataset.BuiltinHardShapes(data_dir=config.data_dir)
   if name.startswith('folder:'):
     try:
       return image_folder.ImageFolder(root=name[len('folder:'):],
@@ -122,7 +126,8 @@ def _builder(config: Any) -> Any:
     return tfds.builder(name, data_dir=config.data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetError(f"Unknown dataset {name!r}: use 'builtin', "
-                       "'folder:<path>' or a TFDS dataset name.") from e
+                       "'builtin_hard', 'folder:<path>' or a TFDS dataset "
+                       "name.") from e
 
 
 def _is_prepared(config: Any) -> bool:

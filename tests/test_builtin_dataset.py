@@ -63,7 +63,7 @@ def test_patterns_have_their_class_structure():
     # Left-right flips keep the class: each shape is symmetric about its
     # vertical axis, so a flipped image is another image of the class.
     dy = np.arange(-20, 21, dtype=np.float32)[:, None]
-    shape = builtin_dataset._shape_mask(label, dy, dy.T, np.float32(15))
+    shape = builtin_dataset.shape_mask(label, dy, dy.T, np.float32(15))
     np.testing.assert_array_equal(shape, shape[:, ::-1])
   # Distinct classes draw distinct masks from the same random numbers.
   masks = [builtin_dataset._pattern_mask(k, 100, 100, _rng(5)) for k in range(10)]

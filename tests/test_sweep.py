@@ -4,6 +4,7 @@ Most tests use a fake runner and fabricated run directories; one runs a
 sweep of two tiny points through the real main.py.
 """
 
+import glob
 import json
 import os
 import shlex
@@ -44,6 +45,16 @@ def _write_run(path, config, records, steps=(100,)):
     open(os.path.join(directory, 'commit_success.txt'), 'w').close()
   with open(os.path.join(path, runs.METRICS_FILE), 'w') as f:
     f.writelines(json.dumps(record) + '\n' for record in records)
+
+
+@pytest.mark.parametrize('path', sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(
+        os.path.join(ROOT, 'configs', 'sweeps', '*.py'))))
+def test_every_sweep_file_gives_points_that_fit_its_config(path):
+  module = sweep.load_sweep(path)
+  # grid_points checks every field and value against the base config.
+  points = sweep.grid_points(module.get_config(), module.get_grid())
+  assert len(points) >= 2 and len({name for name, _ in points}) == len(points)
 
 
 def test_grid_order_point_names_and_commands(tmp_path):
