@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- Data --------------------------------------------------------------
   # 'builtin' (generated shapes, no download), 'builtin_hard' (25 classes of
-  # small shapes among clutter, no download), a TFDS name ('imagenet2012'),
+  # filled shapes among clutter, no download), a TFDS name ('imagenet2012'),
   # or 'folder:/path/to/images' (one subfolder per class).
   config.dataset = 'builtin'
   # TFDS data directory: prepared datasets, ImageNet's downloads/manual/ and

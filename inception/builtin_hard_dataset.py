@@ -23,9 +23,10 @@ inside them:
   quarter of the radius. Pixel noise and JPEG quality vary as in the
   built-in dataset.
 - Left-right flips keep the class (every shape and fill is symmetric about a
-  vertical axis, up to the stripes' phase); the objects cover a tenth of
-  the image or less, so training crops should keep most of it (the configs
-  that use this dataset set `crop_area_range` to (0.35, 1)).
+  vertical axis, up to the stripes' phase); the objects cover 3 to 18% of
+  the image (5th to 95th percentile of 300 draws; 7.6% in the median), so
+  training crops should keep most of it (the configs that use this dataset
+  set `crop_area_range` to (0.35, 1)).
 
 The images are generated offline from fixed seeds, the same on every
 machine, on first use, and written as JPEG TFRecords under the TFDS data
